@@ -1,0 +1,59 @@
+-- dequeue: lease up to n jobs of one queue to a worker.
+--
+-- KEYS[1] pending    LIST  job ids ready to run
+-- KEYS[2] inflight   ZSET  job id -> lease deadline (ms)
+-- KEYS[3] jobs       HASH  job id -> body
+-- KEYS[4] attempts   HASH  job id -> attempts started
+-- KEYS[5] leases     HASH  job id -> lease token of the current attempt
+-- KEYS[6] paused     STRING present while the queue is paused
+-- KEYS[7] scheduled  ZSET  job id -> run-at (ms)
+-- KEYS[8] signal     LIST  wake-up marker
+--
+-- ARGV[1] max jobs n
+-- ARGV[2] visibility timeout (ms)
+-- ARGV[3] lease token prefix; the i-th job (1-based) gets token prefix .. i
+--
+-- Due scheduled jobs (at most n) are promoted first, so a busy queue runs its
+-- retries on time without waiting for the reaper.
+--
+-- Returns: a flat array id, body (nil if the body is missing), attempt, ... for
+-- every job leased; empty when the queue is paused or empty.
+if redis.call('EXISTS', KEYS[6]) == 1 then return {} end
+local n = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, n)
+if #due > 0 then
+  redis.call('ZREM', KEYS[7], unpack(due))
+  redis.call('LPUSH', KEYS[1], unpack(due))
+end
+
+local ids = redis.call('RPOP', KEYS[1], n)
+if not ids then return {} end
+
+local deadline = now + tonumber(ARGV[2])
+local prefix = ARGV[3]
+local zargs = {}
+local hargs = {}
+for i, id in ipairs(ids) do
+  zargs[2 * i - 1] = deadline
+  zargs[2 * i] = id
+  hargs[2 * i - 1] = id
+  hargs[2 * i] = prefix .. i
+end
+redis.call('ZADD', KEYS[2], unpack(zargs))
+redis.call('HSET', KEYS[5], unpack(hargs))
+local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
+
+local out = {}
+for i, id in ipairs(ids) do
+  out[3 * i - 2] = id
+  out[3 * i - 1] = bodies[i]
+  out[3 * i] = redis.call('HINCRBY', KEYS[4], id, 1)
+end
+-- Chain the wake-up: more work is left, so let another idle worker know.
+if redis.call('LLEN', KEYS[1]) > 0 and redis.call('LLEN', KEYS[8]) == 0 then
+  redis.call('LPUSH', KEYS[8], 1)
+end
+return out

@@ -1,0 +1,52 @@
+-- fail: record failed attempts (fenced by lease token); each job is retried
+-- later or dead-lettered.
+--
+-- KEYS[1] inflight   ZSET
+-- KEYS[2] scheduled  ZSET  job id -> run-at (ms)
+-- KEYS[3] dead       ZSET  job id -> died-at (ms)
+-- KEYS[4] leases     HASH
+-- KEYS[5] errors     HASH  job id -> last error
+-- KEYS[6] stats      HASH
+-- KEYS[7..] per job with a lock count of 1, in job order: its idempotency lock
+--
+-- ARGV[1] number of jobs n
+-- then 5 per job: id, token, retry delay in ms (-1 = dead-letter now), error,
+-- lock count (0 or 1)
+--
+-- Returns: an array of n integers, 1 = recorded, 0 = stale lease.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
+local k = 7
+local out = {}
+local failed, retried, dead = 0, 0, 0
+for i = 0, n - 1 do
+  local b = 2 + i * 5
+  local id = ARGV[b]
+  local token = ARGV[b + 1]
+  if ARGV[b + 4] == '1' then
+    if redis.call('GET', KEYS[k]) == token then redis.call('DEL', KEYS[k]) end
+    k = k + 1
+  end
+  if redis.call('HGET', KEYS[4], id) == token then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('HSET', KEYS[5], id, ARGV[b + 3])
+    local delay = tonumber(ARGV[b + 2])
+    if delay < 0 then
+      redis.call('ZADD', KEYS[3], now, id)
+      dead = dead + 1
+    else
+      redis.call('ZADD', KEYS[2], now + delay, id)
+      retried = retried + 1
+    end
+    failed = failed + 1
+    out[i + 1] = 1
+  else
+    out[i + 1] = 0
+  end
+end
+if failed > 0 then redis.call('HINCRBY', KEYS[6], 'failed', failed) end
+if retried > 0 then redis.call('HINCRBY', KEYS[6], 'retried', retried) end
+if dead > 0 then redis.call('HINCRBY', KEYS[6], 'dead_lettered', dead) end
+return out

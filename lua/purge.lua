@@ -1,0 +1,26 @@
+-- purge: delete up to a bounded number of jobs from one state of a queue
+-- (pending, scheduled or dead), bodies included. The caller loops until 0.
+--
+-- KEYS[1] the state: pending LIST, or scheduled / dead ZSET
+-- KEYS[2] jobs       HASH
+-- KEYS[3] attempts   HASH
+-- KEYS[4] errors     HASH
+--
+-- ARGV[1] 'list' or 'zset' (the type of KEYS[1])
+-- ARGV[2] max jobs deleted by this call
+--
+-- Returns: the number of jobs deleted.
+local limit = tonumber(ARGV[2])
+local ids
+if ARGV[1] == 'list' then
+  ids = redis.call('RPOP', KEYS[1], limit)
+  if not ids then return 0 end
+else
+  ids = redis.call('ZRANGE', KEYS[1], 0, limit - 1)
+  if #ids == 0 then return 0 end
+  redis.call('ZREM', KEYS[1], unpack(ids))
+end
+redis.call('HDEL', KEYS[2], unpack(ids))
+redis.call('HDEL', KEYS[3], unpack(ids))
+redis.call('HDEL', KEYS[4], unpack(ids))
+return #ids

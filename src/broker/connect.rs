@@ -1,0 +1,152 @@
+//! Building and connecting the fred client from a Redis URL: schemes,
+//! credentials, TLS, reconnect policy and command timeouts, and the redacted
+//! form of the URL that is the only one ever logged.
+
+use fred::prelude::*;
+use fred::types::config::UnresponsiveConfig;
+use std::time::Duration;
+
+/// TLS material for `rediss://` beyond the system roots.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// A parsed Redis target.
+#[derive(Clone, Debug)]
+pub struct RedisTarget {
+    pub config: Config,
+    /// The URL with any password replaced by `***`: safe for logs and errors.
+    pub redacted: String,
+    pub clustered: bool,
+}
+
+/// Replaces the password of a URL (if any) with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
+    let userinfo = &rest[..at];
+    let user = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None if userinfo.is_empty() => String::new(),
+        // A lone userinfo is a password in redis:// URLs (`redis://secret@host`).
+        None => "***".to_string(),
+    };
+    format!("{}://{}@{}", &url[..scheme_end], user, &rest[at + 1..])
+}
+
+/// Parses `redis://`, `rediss://` or `redis-cluster://` (any node; more with
+/// `?node=host:port`) into a client config.
+pub fn parse_target(url: &str, tls: &TlsFiles) -> Result<RedisTarget, String> {
+    let redacted = redact_url(url);
+    let scheme = url.split("://").next().unwrap_or("");
+    if !matches!(scheme, "redis" | "rediss" | "redis-cluster" | "rediss-cluster") || !url.contains("://") {
+        return Err(format!(
+            "unsupported Redis URL {redacted}: expected redis://, rediss:// or redis-cluster://"
+        ));
+    }
+    let mut config = Config::from_url(url).map_err(|e| format!("invalid Redis URL {redacted}: {}", e.details()))?;
+    if config.uses_tls() {
+        config.tls = Some(super::tls::connector(tls).map_err(|e| format!("TLS setup for {redacted}: {e}"))?.into());
+    } else if tls.ca_file.is_some() || tls.cert_file.is_some() {
+        return Err(format!("--tls-* files were given but {redacted} is not a rediss:// URL"));
+    }
+    let clustered = config.server.is_clustered();
+    Ok(RedisTarget { config, redacted, clustered })
+}
+
+/// A client for `target` that reconnects forever with capped exponential
+/// backoff and fails a command after `command_timeout` rather than hanging.
+pub fn build_client(target: &RedisTarget, command_timeout: Duration) -> Result<Client, Error> {
+    Builder::from_config(target.config.clone())
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.internal_command_timeout = Duration::from_secs(5);
+            c.max_command_attempts = 3;
+            // A stalled server (CLIENT PAUSE, a network stall) closes the
+            // connection after this long so in-flight commands are retried.
+            c.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(command_timeout + Duration::from_secs(5)),
+                interval: Duration::from_secs(1),
+            };
+            c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()
+}
+
+/// Connects a new client, retrying with backoff until `give_up_after` (or
+/// forever when `None`). Each failed attempt is logged.
+pub async fn connect(
+    target: &RedisTarget,
+    command_timeout: Duration,
+    give_up_after: Option<Duration>,
+) -> Result<Client, String> {
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let client = build_client(target, command_timeout).map_err(|e| e.details().to_string())?;
+        let attempt = tokio::time::timeout(Duration::from_secs(6), client.init()).await;
+        let error = match attempt {
+            Ok(Ok(_task)) => return Ok(client),
+            Ok(Err(e)) => describe(&e),
+            Err(_) => "connection attempt timed out".to_string(),
+        };
+        let _ = client.quit().await;
+        // Authentication and configuration errors will not fix themselves.
+        if error.contains("WRONGPASS") || error.contains("NOAUTH") || error.contains("NOPERM") {
+            return Err(format!("cannot connect to Redis at {}: {error}", target.redacted));
+        }
+        if let Some(limit) = give_up_after {
+            if started.elapsed() + delay > limit {
+                return Err(format!(
+                    "cannot reach Redis at {} (gave up after {}): {error}",
+                    target.redacted,
+                    humantime::format_duration(Duration::from_secs(started.elapsed().as_secs().max(1)))
+                ));
+            }
+        }
+        tracing::warn!(redis = %target.redacted, error = %error, retry_in = ?delay, "Redis unreachable, retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A fred error as one line, without anything that could hold a password.
+pub fn describe(e: &Error) -> String {
+    let details = e.details();
+    if details.is_empty() { format!("{:?}", e.kind()) } else { details.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://:secret@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("rediss://u:p@ss@h"), "rediss://u:***@h");
+    }
+
+    #[test]
+    fn unsupported_schemes_are_rejected_without_password() {
+        let e = parse_target("http://u:pw@h", &TlsFiles::default()).unwrap_err();
+        assert!(e.contains("unsupported") && !e.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn cluster_scheme_makes_a_cluster_config() {
+        let t = parse_target("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001", &TlsFiles::default()).unwrap();
+        assert!(t.clustered);
+    }
+}

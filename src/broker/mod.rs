@@ -1,0 +1,457 @@
+//! The Redis side of dtq: one [`Broker`] per process wraps a fred client and
+//! the Lua scripts, and exposes every state transition as one batched script
+//! call. Nothing here knows about handlers or scheduling policy.
+
+pub mod connect;
+mod inspect;
+pub mod scripts;
+mod tls;
+
+pub use connect::{redact_url, RedisTarget, TlsFiles};
+pub use inspect::{DeadJob, JobInfo, QueueStats};
+
+use crate::keys::{self, QueueKeys};
+use fred::prelude::*;
+use scripts::{eval, Scripts};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failed broker operation; `op` names what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("{op}: {message}")]
+    Redis { op: &'static str, message: String, kind: ErrorKind },
+    #[error("{op}: unexpected reply from Redis: {detail}")]
+    Reply { op: &'static str, detail: String },
+}
+
+impl BrokerError {
+    pub(crate) fn redis(op: &'static str, e: Error) -> Self {
+        BrokerError::Redis { op, message: connect::describe(&e), kind: e.kind().clone() }
+    }
+
+    fn reply(op: &'static str, v: &Value) -> Self {
+        BrokerError::Reply { op, detail: format!("{v:?}") }
+    }
+}
+
+/// A job leased to this worker by [`Broker::dequeue`].
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub id: String,
+    /// The stored body; `None` if it was missing.
+    pub body: Option<String>,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub token: String,
+}
+
+/// A job to enqueue: its id, stored body and schedule.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub body: String,
+    pub delay_ms: u64,
+    /// Absolute run-at (Unix ms, Redis clock); 0 = none.
+    pub run_at_ms: u64,
+    /// Completion marker to check for dedup (client-chosen ids only).
+    pub marker: Option<String>,
+}
+
+/// One leased attempt being settled, with the idempotency lock it may hold.
+#[derive(Debug, Clone)]
+pub struct LeaseRef {
+    pub id: String,
+    pub token: String,
+    /// Full key of the idempotency lock this attempt holds, if any.
+    pub lock: Option<String>,
+}
+
+/// Where a failed attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailTo {
+    /// Scheduled again after this many ms.
+    RetryIn(u64),
+    /// The dead-letter set.
+    Dead,
+}
+
+/// Outcome of the idempotency guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The key completed within the window: acknowledge without running.
+    Completed,
+    /// The lock is ours: run the handler.
+    Acquired,
+    /// Another live execution holds the key: defer.
+    Held,
+}
+
+/// Outcome of [`Broker::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    Cancelled,
+    Running,
+    Dead,
+    NotFound,
+}
+
+/// The connection to Redis and the scripts; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    client: Client,
+    scripts: Arc<Scripts>,
+    namespace: Arc<str>,
+    target: Arc<RedisTarget>,
+    command_timeout: Duration,
+}
+
+/// How long a Redis command may take before it fails.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Broker {
+    /// Connects (retrying until `give_up_after`, or forever) and loads the scripts.
+    pub async fn connect(
+        target: RedisTarget,
+        namespace: &str,
+        give_up_after: Option<Duration>,
+    ) -> Result<Broker, String> {
+        let client = connect::connect(&target, COMMAND_TIMEOUT, give_up_after).await?;
+        let scripts = Arc::new(Scripts::new());
+        scripts
+            .load_all(&client)
+            .await
+            .map_err(|e| format!("Redis at {}: {e}", target.redacted))?;
+        Ok(Broker {
+            client,
+            scripts,
+            namespace: namespace.into(),
+            target: Arc::new(target),
+            command_timeout: COMMAND_TIMEOUT,
+        })
+    }
+
+    /// The underlying fred client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The Redis URL with its password redacted.
+    pub fn redacted_url(&self) -> &str {
+        &self.target.redacted
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.target.clustered
+    }
+
+    /// The keys of `queue`.
+    pub fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(&self.namespace, queue)
+    }
+
+    /// A second connection for blocking waits (BLPOP would stall every other
+    /// command pipelined on the shared connection).
+    pub async fn blocking_client(&self) -> Result<Client, String> {
+        connect::connect(&self.target, self.command_timeout, None).await
+    }
+
+    /// True if Redis answers a PING now.
+    pub async fn ping(&self) -> bool {
+        self.client.ping::<String>(None).await.is_ok()
+    }
+
+    /// Records `queue` in the set of known queues (idempotent).
+    pub async fn register_queue(&self, queue: &str) -> Result<(), BrokerError> {
+        self.client
+            .sadd::<i64, _, _>(keys::queues(&self.namespace), queue)
+            .await
+            .map(|_| ())
+            .map_err(|e| BrokerError::redis("register queue", e))
+    }
+
+    /// Every queue that has had a job, sorted.
+    pub async fn queues(&self) -> Result<Vec<String>, BrokerError> {
+        let mut q: Vec<String> = self
+            .client
+            .smembers(keys::queues(&self.namespace))
+            .await
+            .map_err(|e| BrokerError::redis("list queues", e))?;
+        q.sort();
+        Ok(q)
+    }
+
+    /// Enqueues a batch into one queue; returns per job `true` = enqueued,
+    /// `false` = duplicate.
+    pub async fn enqueue(&self, k: &QueueKeys, jobs: &[NewJob]) -> Result<Vec<bool>, BrokerError> {
+        let mut keys: Vec<&str> = vec![&k.pending, &k.scheduled, &k.jobs, &k.stats, &k.signal];
+        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 5);
+        args.push(Value::Integer(jobs.len() as i64));
+        for j in jobs {
+            args.push(j.id.as_str().into());
+            args.push(j.body.as_str().into());
+            args.push(Value::Integer(j.delay_ms as i64));
+            args.push(Value::Integer(j.run_at_ms as i64));
+            args.push(Value::Integer(j.marker.is_some() as i64));
+            if let Some(m) = &j.marker {
+                keys.push(m);
+            }
+        }
+        let v = eval(&self.client, &self.scripts.enqueue, "enqueue", &keys, args).await?;
+        flags("enqueue", v, jobs.len())
+    }
+
+    /// Leases up to `n` jobs of one queue for `visibility`.
+    pub async fn dequeue(
+        &self,
+        k: &QueueKeys,
+        n: usize,
+        visibility: Duration,
+        token_prefix: &str,
+    ) -> Result<Vec<Leased>, BrokerError> {
+        let keys = [&*k.pending, &k.inflight, &k.jobs, &k.attempts, &k.leases, &k.paused, &k.scheduled, &k.signal];
+        let args = vec![
+            Value::Integer(n as i64),
+            Value::Integer(visibility.as_millis() as i64),
+            token_prefix.into(),
+        ];
+        let v = eval(&self.client, &self.scripts.dequeue, "dequeue", &keys, args).await?;
+        let Value::Array(items) = v else {
+            return if v.is_null() { Ok(Vec::new()) } else { Err(BrokerError::reply("dequeue", &v)) };
+        };
+        let mut out = Vec::with_capacity(items.len() / 3);
+        let mut it = items.into_iter();
+        let mut i = 0;
+        while let (Some(id), Some(body), Some(attempt)) = (it.next(), it.next(), it.next()) {
+            i += 1;
+            let id = id.into_string().ok_or_else(|| BrokerError::Reply { op: "dequeue", detail: "id".into() })?;
+            let attempt = attempt.as_u64().unwrap_or(1) as u32;
+            out.push(Leased { id, body: body.into_string(), attempt, token: format!("{token_prefix}{i}") });
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges completed attempts; `markers[i]` are the completion
+    /// markers of job `i`. Returns per job whether its lease was still valid.
+    pub async fn ack(
+        &self,
+        k: &QueueKeys,
+        jobs: &[(&LeaseRef, &[String])],
+        window: Duration,
+    ) -> Result<Vec<bool>, BrokerError> {
+        let mut keys: Vec<&str> = vec![&k.inflight, &k.jobs, &k.attempts, &k.leases, &k.errors, &k.stats];
+        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 4);
+        args.push(Value::Integer(window.as_millis().max(1) as i64));
+        args.push(Value::Integer(jobs.len() as i64));
+        for (lease, markers) in jobs {
+            args.push(lease.id.as_str().into());
+            args.push(lease.token.as_str().into());
+            args.push(Value::Integer(markers.len() as i64));
+            args.push(Value::Integer(lease.lock.is_some() as i64));
+            keys.extend(markers.iter().map(String::as_str));
+            keys.extend(lease.lock.as_deref());
+        }
+        let v = eval(&self.client, &self.scripts.ack, "ack", &keys, args).await?;
+        flags("ack", v, jobs.len())
+    }
+
+    /// Records failed attempts: each is retried later or dead-lettered.
+    pub async fn fail(&self, k: &QueueKeys, jobs: &[(&LeaseRef, FailTo, &str)]) -> Result<Vec<bool>, BrokerError> {
+        let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.dead, &k.leases, &k.errors, &k.stats];
+        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 5);
+        args.push(Value::Integer(jobs.len() as i64));
+        for (lease, to, error) in jobs {
+            args.push(lease.id.as_str().into());
+            args.push(lease.token.as_str().into());
+            args.push(Value::Integer(match to {
+                FailTo::RetryIn(ms) => *ms as i64,
+                FailTo::Dead => -1,
+            }));
+            args.push((*error).into());
+            args.push(Value::Integer(lease.lock.is_some() as i64));
+            keys.extend(lease.lock.as_deref());
+        }
+        let v = eval(&self.client, &self.scripts.fail, "fail", &keys, args).await?;
+        flags("fail", v, jobs.len())
+    }
+
+    /// Gives leased jobs back without spending an attempt, visible again after
+    /// the given delay (0 = at once, at the head of the queue).
+    pub async fn release(&self, k: &QueueKeys, jobs: &[(&LeaseRef, u64)]) -> Result<Vec<bool>, BrokerError> {
+        let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.pending, &k.leases, &k.attempts, &k.signal];
+        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 4);
+        args.push(Value::Integer(jobs.len() as i64));
+        for (lease, delay) in jobs {
+            args.push(lease.id.as_str().into());
+            args.push(lease.token.as_str().into());
+            args.push(Value::Integer(*delay as i64));
+            args.push(Value::Integer(lease.lock.is_some() as i64));
+            keys.extend(lease.lock.as_deref());
+        }
+        let v = eval(&self.client, &self.scripts.release, "release", &keys, args).await?;
+        flags("release", v, jobs.len())
+    }
+
+    /// Extends the leases (and locks) of running jobs; `false` = lease lost.
+    pub async fn heartbeat(
+        &self,
+        k: &QueueKeys,
+        visibility: Duration,
+        jobs: &[&LeaseRef],
+    ) -> Result<Vec<bool>, BrokerError> {
+        let mut keys: Vec<&str> = vec![&k.inflight, &k.leases];
+        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
+        args.push(Value::Integer(visibility.as_millis() as i64));
+        args.push(Value::Integer(jobs.len() as i64));
+        for lease in jobs {
+            args.push(lease.id.as_str().into());
+            args.push(lease.token.as_str().into());
+            args.push(Value::Integer(lease.lock.is_some() as i64));
+            keys.extend(lease.lock.as_deref());
+        }
+        let v = eval(&self.client, &self.scripts.heartbeat, "heartbeat", &keys, args).await?;
+        flags("heartbeat", v, jobs.len())
+    }
+
+    /// Recovers up to `limit` expired leases: `(recovered, dead_lettered, more)`.
+    pub async fn recover(&self, k: &QueueKeys, limit: usize) -> Result<(u64, u64, bool), BrokerError> {
+        let keys = [&*k.inflight, &k.pending, &k.leases, &k.attempts, &k.jobs, &k.dead, &k.errors, &k.stats, &k.signal];
+        let v = eval(&self.client, &self.scripts.recover, "recover", &keys, vec![Value::Integer(limit as i64)]).await?;
+        let n = ints("recover", v)?;
+        match n[..] {
+            [r, d, more] => Ok((r as u64, d as u64, more == 1)),
+            _ => Err(BrokerError::Reply { op: "recover", detail: format!("{n:?}") }),
+        }
+    }
+
+    /// Promotes up to `limit` due scheduled jobs: `(moved, ms until the next
+    /// is due or None if none is scheduled)`.
+    pub async fn promote(&self, k: &QueueKeys, limit: usize) -> Result<(u64, Option<u64>), BrokerError> {
+        let keys = [&*k.scheduled, &k.pending, &k.signal];
+        let v = eval(&self.client, &self.scripts.promote, "promote", &keys, vec![Value::Integer(limit as i64)]).await?;
+        let n = ints("promote", v)?;
+        match n[..] {
+            [moved, wait] => Ok((moved as u64, u64::try_from(wait).ok())),
+            _ => Err(BrokerError::Reply { op: "promote", detail: format!("{n:?}") }),
+        }
+    }
+
+    /// Moves dead jobs back to pending with a fresh retry budget: the given
+    /// ids, or (with `ids` empty) up to `limit` of the oldest. Returns how many.
+    pub async fn requeue(&self, k: &QueueKeys, ids: &[String], limit: usize) -> Result<u64, BrokerError> {
+        let keys = [&*k.dead, &k.pending, &k.attempts, &k.errors, &k.signal];
+        let args: Vec<Value> = if ids.is_empty() {
+            vec!["oldest".into(), Value::Integer(limit as i64)]
+        } else {
+            std::iter::once("ids".into()).chain(ids.iter().map(|i| i.as_str().into())).collect()
+        };
+        let v = eval(&self.client, &self.scripts.requeue, "requeue", &keys, args).await?;
+        v.as_u64().ok_or_else(|| BrokerError::reply("requeue", &v))
+    }
+
+    /// Deletes up to `limit` jobs of one state (`pending`, `scheduled` or `dead`).
+    pub async fn purge(&self, k: &QueueKeys, state: &str, limit: usize) -> Result<u64, BrokerError> {
+        let (key, kind) = match state {
+            "pending" => (&k.pending, "list"),
+            "scheduled" => (&k.scheduled, "zset"),
+            "dead" => (&k.dead, "zset"),
+            other => return Err(BrokerError::Reply { op: "purge", detail: format!("unknown state {other}") }),
+        };
+        let keys = [key.as_str(), &k.jobs, &k.attempts, &k.errors];
+        let v = eval(&self.client, &self.scripts.purge, "purge", &keys, vec![kind.into(), Value::Integer(limit as i64)]).await?;
+        v.as_u64().ok_or_else(|| BrokerError::reply("purge", &v))
+    }
+
+    /// Cancels a job that has not started.
+    pub async fn cancel(&self, k: &QueueKeys, id: &str) -> Result<Cancel, BrokerError> {
+        let keys = [&*k.pending, &k.scheduled, &k.inflight, &k.dead, &k.jobs, &k.attempts, &k.errors];
+        let v = eval(&self.client, &self.scripts.cancel, "cancel", &keys, vec![id.into()]).await?;
+        Ok(match v.as_i64() {
+            Some(1) => Cancel::Cancelled,
+            Some(2) => Cancel::Running,
+            Some(3) => Cancel::Dead,
+            Some(0) => Cancel::NotFound,
+            _ => return Err(BrokerError::reply("cancel", &v)),
+        })
+    }
+
+    /// Pauses (`true`) or resumes a queue: workers stop taking its jobs.
+    pub async fn set_paused(&self, k: &QueueKeys, paused: bool) -> Result<(), BrokerError> {
+        let r: Result<Value, _> = if paused {
+            self.client.set(&k.paused, 1, None, None, false).await
+        } else {
+            self.client.del(&k.paused).await
+        };
+        r.map(|_| ()).map_err(|e| BrokerError::redis("pause", e))
+    }
+
+    /// Runs the idempotency guard for one attempt.
+    pub async fn guard(&self, done: &str, lock: &str, token: &str, ttl: Duration) -> Result<Guard, BrokerError> {
+        let args = vec![token.into(), Value::Integer(ttl.as_millis() as i64)];
+        let v = eval(&self.client, &self.scripts.guard, "idempotency guard", &[done, lock], args).await?;
+        Ok(match v.as_i64() {
+            Some(2) => Guard::Completed,
+            Some(1) => Guard::Acquired,
+            Some(0) => Guard::Held,
+            _ => return Err(BrokerError::reply("idempotency guard", &v)),
+        })
+    }
+
+    /// Asks the distributed rate limiter of `kind` for one start: `None` =
+    /// allowed, `Some(ms)` = wait that long.
+    pub async fn rate_limit(&self, kind: &str, limit: u64, period: Duration, member: &str) -> Result<Option<u64>, BrokerError> {
+        let key = keys::rate_limit(&self.namespace, kind);
+        let args = vec![Value::Integer(limit as i64), Value::Integer(period.as_millis().max(1) as i64), member.into()];
+        let v = eval(&self.client, &self.scripts.rate_limit, "rate limit", &[&key], args).await?;
+        match v.as_u64() {
+            Some(0) => Ok(None),
+            Some(ms) => Ok(Some(ms)),
+            None => Err(BrokerError::reply("rate limit", &v)),
+        }
+    }
+
+    /// Tries to take a lock: `true` if `token` now holds it for `ttl`.
+    pub async fn lock_acquire(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BrokerError> {
+        let r: Option<String> = self
+            .client
+            .set(key, token, Some(Expiration::PX(ttl.as_millis() as i64)), Some(SetOptions::NX), false)
+            .await
+            .map_err(|e| BrokerError::redis("acquire lock", e))?;
+        Ok(r.is_some())
+    }
+
+    /// Extends a lock we hold; `false` if it is no longer ours.
+    pub async fn lock_renew(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, BrokerError> {
+        let args = vec![token.into(), Value::Integer(ttl.as_millis() as i64)];
+        let v = eval(&self.client, &self.scripts.lock_renew, "renew lock", &[key], args).await?;
+        Ok(v.as_i64() == Some(1))
+    }
+
+    /// Releases a lock if we still hold it.
+    pub async fn lock_release(&self, key: &str, token: &str) -> Result<(), BrokerError> {
+        eval(&self.client, &self.scripts.lock_release, "release lock", &[key], vec![token.into()]).await?;
+        Ok(())
+    }
+}
+
+fn ints(op: &'static str, v: Value) -> Result<Vec<i64>, BrokerError> {
+    match v {
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_i64().ok_or_else(|| BrokerError::reply(op, i)))
+            .collect(),
+        other => Err(BrokerError::reply(op, &other)),
+    }
+}
+
+fn flags(op: &'static str, v: Value, n: usize) -> Result<Vec<bool>, BrokerError> {
+    let out: Vec<bool> = ints(op, v)?.into_iter().map(|i| i == 1).collect();
+    if out.len() != n {
+        return Err(BrokerError::Reply { op, detail: format!("{} results for {n} jobs", out.len()) });
+    }
+    Ok(out)
+}

@@ -1,0 +1,276 @@
+//! The command line (clap derive). Flags are parsed and validated here into
+//! typed values before any work starts; a bad flag exits 2.
+
+use crate::config;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "dtq", version, about = "A distributed task queue on Redis", propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes, before or after it.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Redis URL: redis://, rediss:// (TLS), redis://user:pass@host:port/db, redis-cluster://host:port
+    #[arg(long = "redis", env = "DTQ_REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true, hide_env_values = true)]
+    pub redis: String,
+    /// Prefix of every key
+    #[arg(long, env = "DTQ_NAMESPACE", default_value = "dtq", global = true, value_parser = namespace)]
+    pub namespace: String,
+    /// Log format on stderr (RUST_LOG filters)
+    #[arg(long, env = "DTQ_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// How long produce, inspect, admin and bench try to reach Redis
+    #[arg(long, env = "DTQ_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = config::duration)]
+    pub connect_timeout: Duration,
+    /// Extra CA certificate(s) (PEM) trusted for rediss://
+    #[arg(long, env = "DTQ_TLS_CA_FILE", global = true)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for rediss://
+    #[arg(long, env = "DTQ_TLS_CERT_FILE", global = true)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for rediss://
+    #[arg(long, env = "DTQ_TLS_KEY_FILE", global = true)]
+    pub tls_key_file: Option<PathBuf>,
+    /// How long completed ids and idempotency keys are remembered
+    #[arg(long, env = "DTQ_IDEMPOTENCY_WINDOW", default_value = "24h", global = true, value_parser = config::positive_duration)]
+    pub idempotency_window: Duration,
+}
+
+fn namespace(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || s.contains(['{', '}', ' ']) {
+        return Err("namespace must be 1 to 64 characters, without braces or spaces".to_string());
+    }
+    Ok(s.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enqueue jobs from a file, stdin, or the command line
+    Produce(ProduceArgs),
+    /// Run jobs until SIGTERM/SIGINT
+    Work(WorkArgs),
+    /// Recover expired leases and promote scheduled jobs (leader-elected)
+    Reap(ReapArgs),
+    /// Look at queues, dead letters and jobs
+    #[command(subcommand)]
+    Inspect(InspectCommand),
+    /// Change queues and jobs
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Measure throughput and latency against this Redis
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Queue for jobs that do not name one
+    #[arg(long, default_value = "default", value_parser = config::queue_name)]
+    pub queue: String,
+    /// NDJSON or JSON-array file of job specs ("-" = stdin)
+    #[arg(long, conflicts_with_all = ["kind", "payload", "count"])]
+    pub file: Option<PathBuf>,
+    /// Kind of the job(s) to enqueue
+    #[arg(long, required_unless_present = "file")]
+    pub kind: Option<String>,
+    /// Payload JSON
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Number of identical jobs
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub count: u64,
+    /// Delay before jobs without their own delay/run_at may run
+    #[arg(long, value_parser = config::duration)]
+    pub delay: Option<Duration>,
+    /// Failures allowed before dead-letter, for jobs without their own
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
+    /// Idempotency key for jobs without their own
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Print one JSON line per job
+    #[arg(long)]
+    pub json: bool,
+    /// Jobs per enqueue script call
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=5000))]
+    pub batch_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Queues and weights, e.g. high:6,default:3,low:1
+    #[arg(long, default_value = "default", value_parser = config::weighted_queues)]
+    pub queues: config::QueueWeights,
+    /// Jobs run at once by this process
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency: u64,
+    /// Run each job as this command (payload on stdin)
+    #[arg(long, conflicts_with = "http")]
+    pub exec: Option<String>,
+    /// POST each job's payload to this URL
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Lease length; a dead worker's jobs come back after it
+    #[arg(long, default_value = "30s", value_parser = config::positive_duration)]
+    pub visibility_timeout: Duration,
+    /// Default handler timeout
+    #[arg(long, default_value = "5m", value_parser = config::positive_duration)]
+    pub job_timeout: Duration,
+    /// Time in-flight jobs get to finish after SIGTERM
+    #[arg(long, default_value = "30s", value_parser = config::duration)]
+    pub shutdown_grace: Duration,
+    /// Retry backoff base
+    #[arg(long, default_value = "1s", value_parser = config::duration)]
+    pub backoff_base: Duration,
+    /// Retry backoff cap
+    #[arg(long, default_value = "1h", value_parser = config::duration)]
+    pub backoff_max: Duration,
+    /// Address of /health, /ready, /metrics ("off" disables)
+    #[arg(long, default_value = "0.0.0.0:9090", value_parser = config::listen)]
+    pub listen: config::Listen,
+    /// Do not run the reaper loop in this process
+    #[arg(long)]
+    pub no_reaper: bool,
+    /// KIND=N/PERIOD: at most N starts of KIND per PERIOD across all workers
+    #[arg(long, value_parser = config::rate_limit)]
+    pub rate_limit: Vec<(String, crate::worker::RateLimit)>,
+    /// Failure rate that opens a kind's circuit breaker
+    #[arg(long, default_value_t = 0.5)]
+    pub breaker_failure_rate: f64,
+    /// Rolling window of the circuit breaker
+    #[arg(long, default_value = "30s", value_parser = config::positive_duration)]
+    pub breaker_window: Duration,
+    /// Calls in the window before the breaker may open
+    #[arg(long, default_value_t = 20)]
+    pub breaker_min_calls: u32,
+    /// How long an open breaker defers jobs before probing
+    #[arg(long, default_value = "10s", value_parser = config::positive_duration)]
+    pub breaker_cooldown: Duration,
+    /// Most jobs leased by one dequeue call
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub max_batch: u64,
+    /// Reaper: longest sleep between cycles
+    #[arg(long, default_value = "500ms", value_parser = config::positive_duration)]
+    pub reap_interval: Duration,
+    /// Reaper: leader lock TTL
+    #[arg(long, default_value = "10s", value_parser = config::positive_duration)]
+    pub lock_ttl: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// Longest sleep between cycles
+    #[arg(long, default_value = "500ms", value_parser = config::positive_duration)]
+    pub interval: Duration,
+    /// Leader lock TTL (renewed every third of it)
+    #[arg(long, default_value = "10s", value_parser = config::positive_duration)]
+    pub lock_ttl: Duration,
+    /// Address of /health, /ready, /metrics ("off" disables)
+    #[arg(long, default_value = "0.0.0.0:9091", value_parser = config::listen)]
+    pub listen: config::Listen,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectCommand {
+    /// Sizes and counters of every queue
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue names
+    Queues,
+    /// Dead-lettered jobs, newest first
+    DeadLetter {
+        #[arg(long, value_parser = config::queue_name)]
+        queue: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job
+    Job {
+        id: String,
+        #[arg(long, value_parser = config::queue_name)]
+        queue: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Put dead jobs back in pending with a fresh retry budget
+    Requeue {
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value = "default", value_parser = config::queue_name)]
+        queue: String,
+    },
+    /// Delete jobs of a queue
+    Purge {
+        #[arg(long, value_parser = config::queue_name)]
+        queue: String,
+        #[arg(long, required_unless_present_any = ["pending", "all"])]
+        dead: bool,
+        #[arg(long)]
+        pending: bool,
+        /// pending, scheduled and dead (never jobs in flight)
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a job that has not started
+    Cancel {
+        #[arg(long)]
+        id: String,
+        #[arg(long, value_parser = config::queue_name)]
+        queue: Option<String>,
+    },
+    /// Stop workers taking jobs from a queue
+    Pause {
+        #[arg(value_parser = config::queue_name)]
+        queue: String,
+    },
+    /// Undo pause
+    Resume {
+        #[arg(value_parser = config::queue_name)]
+        queue: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Open-loop enqueue rate (jobs/s) for --duration
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub rps: u64,
+    /// How long the open-loop load runs
+    #[arg(long, default_value = "10s", value_parser = config::positive_duration)]
+    pub duration: Duration,
+    /// Drain mode: pre-fill this many jobs, then time the drain
+    #[arg(long)]
+    pub jobs: Option<u64>,
+    /// In-process worker concurrency
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub concurrency: u64,
+    /// Measure an external fleet: enqueue only, no in-process worker
+    #[arg(long)]
+    pub no_workers: bool,
+    /// Bytes of payload per job
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub payload_bytes: u64,
+    /// Queue to use (cleaned up afterwards)
+    #[arg(long, default_value = "bench", value_parser = config::queue_name)]
+    pub queue: String,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}

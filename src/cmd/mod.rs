@@ -1,0 +1,82 @@
+//! One module per subcommand; [`run`] dispatches. Shared here: connecting
+//! with the global flags, the usage-error type (exit 2) and stdout writing.
+
+mod admin;
+mod bench;
+mod inspect;
+mod produce;
+mod reap;
+mod work;
+
+use crate::broker::{connect::parse_target, Broker, TlsFiles};
+use crate::cli::{Cli, Command, Global};
+use anyhow::Result;
+use std::io::Write;
+
+/// Bad usage or bad input: the binary exits 2, and nothing was written to Redis.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Shorthand for an exit-2 error.
+pub fn usage<T>(msg: impl Into<String>) -> Result<T> {
+    Err(UsageError(msg.into()).into())
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let g = cli.global;
+    match cli.command {
+        Command::Produce(a) => produce::run(&g, a).await,
+        Command::Work(a) => work::run(&g, a).await,
+        Command::Reap(a) => reap::run(&g, a).await,
+        Command::Inspect(c) => inspect::run(&g, c).await,
+        Command::Admin(c) => admin::run(&g, c).await,
+        Command::Bench(a) => bench::run(&g, a).await,
+    }
+}
+
+fn target(g: &Global) -> Result<crate::broker::RedisTarget> {
+    let tls = TlsFiles {
+        ca_file: g.tls_ca_file.clone(),
+        cert_file: g.tls_cert_file.clone(),
+        key_file: g.tls_key_file.clone(),
+    };
+    parse_target(&g.redis, &tls).map_err(|e| UsageError(e).into())
+}
+
+/// Connects for a one-shot command: gives up after `--connect-timeout` (exit 1).
+pub async fn connect(g: &Global) -> Result<Broker> {
+    let target = target(g)?;
+    Broker::connect(target, &g.namespace, Some(g.connect_timeout)).await.map_err(anyhow::Error::msg)
+}
+
+/// Connects for a long-running command: retries until Redis answers.
+pub async fn connect_forever(g: &Global) -> Result<Broker> {
+    let target = target(g)?;
+    Broker::connect(target, &g.namespace, None).await.map_err(anyhow::Error::msg)
+}
+
+/// Writes one line to stdout (a closed pipe surfaces as an io error that
+/// `main` treats as success).
+pub fn out(line: impl std::fmt::Display) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}")?;
+    Ok(())
+}
+
+/// Cancelled on SIGTERM or SIGINT.
+pub fn shutdown_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        }
+        t.cancel();
+    });
+    token
+}

@@ -1,0 +1,90 @@
+//! The operations endpoint of `work` and `reap`: `/health` (liveness),
+//! `/ready` (Redis answers and not shutting down) and `/metrics`
+//! (Prometheus). Served on its own task, so it never blocks job processing.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Readiness of a process as `/ready` reports it.
+#[derive(Debug, Default)]
+pub struct Status {
+    redis_ok: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Status {
+    pub fn ready(&self) -> bool {
+        self.redis_ok.load(Ordering::Relaxed) && !self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn set_redis_ok(&self, ok: bool) {
+        self.redis_ok.store(ok, Ordering::Relaxed);
+    }
+
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()))
+        .expect("static response parts are valid")
+}
+
+fn route(req: &Request<hyper::body::Incoming>, status: &Status, metrics: &PrometheusHandle) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET, "/health") => respond(StatusCode::OK, TEXT, "ok\n"),
+        (&hyper::Method::GET, "/ready") if status.ready() => respond(StatusCode::OK, TEXT, "ready\n"),
+        (&hyper::Method::GET, "/ready") => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+        (&hyper::Method::GET, "/metrics") => {
+            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", crate::metrics::render(metrics))
+        }
+        _ => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+    }
+}
+
+/// Binds `addr` now (so a bad address fails at start-up) and serves until
+/// `shutdown` on a spawned task.
+pub async fn serve(
+    addr: SocketAddr,
+    status: Arc<Status>,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /health, /ready and /metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => return,
+            };
+            let (status, metrics) = (status.clone(), metrics.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let resp = route(&req, &status, &metrics);
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    }))
+}

@@ -1,0 +1,390 @@
+//! Jobs: the spec a producer submits (parsed and validated strictly, with
+//! errors that name the line and field), the compact body stored in Redis,
+//! and job ids.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest accepted job spec, in bytes of JSON.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+/// Longest accepted queue name.
+pub const MAX_QUEUE_NAME: usize = 128;
+
+/// When a job may first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunAt {
+    /// As soon as possible.
+    #[default]
+    Now,
+    /// This long after Redis accepts it.
+    After(Duration),
+    /// At this wall-clock time (Unix ms), judged by Redis' clock.
+    At(u64),
+}
+
+/// A validated job spec, ready to enqueue.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub kind: String,
+    pub payload: Box<RawValue>,
+    pub queue: Option<String>,
+    pub id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub max_retries: Option<u32>,
+    pub run_at: RunAt,
+    pub timeout: Option<Duration>,
+}
+
+impl JobSpec {
+    /// A spec with only a kind and a payload.
+    pub fn new(kind: impl Into<String>, payload: Box<RawValue>) -> Self {
+        JobSpec {
+            kind: kind.into(),
+            payload,
+            queue: None,
+            id: None,
+            idempotency_key: None,
+            max_retries: None,
+            run_at: RunAt::Now,
+            timeout: None,
+        }
+    }
+}
+
+/// Why a job spec was rejected; `field` is set when one field is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "field \"{field}\": {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+fn field_err(field: &str, message: impl Into<String>) -> SpecError {
+    SpecError { field: Some(field.to_string()), message: message.into() }
+}
+
+fn spec_err(message: impl Into<String>) -> SpecError {
+    SpecError { field: None, message: message.into() }
+}
+
+/// Checks a queue name: 1–128 characters of `[A-Za-z0-9_.-]`, so it can never
+/// break the key layout or its hash tag.
+pub fn validate_queue_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_QUEUE_NAME {
+        return Err(format!(
+            "queue name must be 1 to {MAX_QUEUE_NAME} characters, got {}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        return Err(format!("queue name {name:?} has {c:?}; allowed are A-Z a-z 0-9 _ . -"));
+    }
+    Ok(())
+}
+
+fn string_field<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, SpecError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(field_err(field, "expected a string")),
+    }
+}
+
+fn duration_field(obj: &Map<String, Value>, field: &str) -> Result<Option<Duration>, SpecError> {
+    let Some(s) = string_field(obj, field).map_err(|_| field_err(field, "expected a duration string such as \"30s\""))? else {
+        return Ok(None);
+    };
+    parse_duration(s).map(Some).map_err(|e| field_err(field, e))
+}
+
+/// Parses a humantime duration ("250ms", "1h 30m"), rejecting absurd values
+/// (over 100 years) that would overflow deadlines.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    if d > Duration::from_secs(100 * 365 * 24 * 3600) {
+        return Err(format!("duration {s:?} is too long (at most 100 years)"));
+    }
+    Ok(d)
+}
+
+/// Parses an RFC 3339 timestamp (`2026-01-02T03:04:05Z`, `...+02:00`) to Unix ms.
+pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid RFC 3339 time {s:?} (expected e.g. 2026-01-02T03:04:05Z)");
+    // humantime understands only UTC ("Z"); apply a numeric offset ourselves.
+    let (base, offset_secs): (String, i64) = match s.rfind(['+', '-']) {
+        Some(pos) if pos > 10 && s.len() - pos == 6 && &s[pos + 3..pos + 4] == ":" => {
+            let sign = if &s[pos..pos + 1] == "-" { -1 } else { 1 };
+            let h: i64 = s[pos + 1..pos + 3].parse().map_err(|_| bad())?;
+            let m: i64 = s[pos + 4..pos + 6].parse().map_err(|_| bad())?;
+            (format!("{}Z", &s[..pos]), sign * (h * 3600 + m * 60))
+        }
+        _ => (s.replace('z', "Z"), 0),
+    };
+    let t = humantime::parse_rfc3339(&base).map_err(|_| bad())?;
+    let ms = t.duration_since(UNIX_EPOCH).map_err(|_| bad())?.as_millis() as i64 - offset_secs * 1000;
+    u64::try_from(ms).map_err(|_| bad())
+}
+
+const FIELDS: &[&str] =
+    &["kind", "payload", "queue", "id", "idempotency_key", "max_retries", "delay", "run_at", "timeout"];
+
+/// Parses and validates one job spec from its JSON text.
+pub fn parse_spec(text: &str) -> Result<JobSpec, SpecError> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(spec_err(format!(
+            "job spec is {} bytes, over the {} byte (1 MiB) limit",
+            text.len(),
+            MAX_SPEC_BYTES
+        )));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| spec_err(format!("invalid JSON: {e}")))?;
+    spec_from_value(value)
+}
+
+/// Validates one job spec already parsed as JSON.
+pub fn spec_from_value(value: Value) -> Result<JobSpec, SpecError> {
+    let Value::Object(obj) = value else {
+        return Err(spec_err("a job spec must be a JSON object"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(field_err(unknown, format!("unknown field; known fields are {}", FIELDS.join(", "))));
+    }
+    let kind = match obj.get("kind") {
+        None | Some(Value::Null) => return Err(field_err("kind", "missing (required)")),
+        Some(Value::String(s)) if s.is_empty() => return Err(field_err("kind", "must not be empty")),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(field_err("kind", "expected a string")),
+    };
+    let queue = string_field(&obj, "queue")?.map(str::to_string);
+    if let Some(q) = &queue {
+        validate_queue_name(q).map_err(|e| field_err("queue", e))?;
+    }
+    let id = non_empty(&obj, "id")?;
+    let idempotency_key = non_empty(&obj, "idempotency_key")?;
+    let max_retries = match obj.get("max_retries") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= u32::MAX as u64 => Some(v as u32),
+            _ => return Err(field_err("max_retries", "expected an integer from 0 to 4294967295")),
+        },
+        Some(_) => return Err(field_err("max_retries", "expected an integer")),
+    };
+    let delay = duration_field(&obj, "delay")?;
+    let run_at = match string_field(&obj, "run_at").map_err(|_| field_err("run_at", "expected an RFC 3339 time string"))? {
+        Some(s) => Some(parse_rfc3339_ms(s).map_err(|e| field_err("run_at", e))?),
+        None => None,
+    };
+    let run_at = match (delay, run_at) {
+        (Some(_), Some(_)) => return Err(field_err("run_at", "give either delay or run_at, not both")),
+        (Some(d), None) => RunAt::After(d),
+        (None, Some(t)) => RunAt::At(t),
+        (None, None) => RunAt::Now,
+    };
+    let timeout = duration_field(&obj, "timeout")?;
+    if timeout == Some(Duration::ZERO) {
+        return Err(field_err("timeout", "must be greater than zero"));
+    }
+    let payload = obj.get("payload").unwrap_or(&Value::Null);
+    let payload = serde_json::value::to_raw_value(payload).map_err(|e| field_err("payload", e.to_string()))?;
+    Ok(JobSpec { kind, payload, queue, id, idempotency_key, max_retries, run_at, timeout })
+}
+
+fn non_empty(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, SpecError> {
+    match string_field(obj, field)? {
+        Some("") => Err(field_err(field, "must not be empty")),
+        Some(s) if s.len() > 1024 => Err(field_err(field, "longer than 1024 bytes")),
+        other => Ok(other.map(str::to_string)),
+    }
+}
+
+/// Where a spec sits in its input, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Position {
+    /// 1-based line of an NDJSON file.
+    Line(usize),
+    /// 0-based index in a JSON array.
+    Item(usize),
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Line(n) => write!(f, "line {n}"),
+            Position::Item(n) => write!(f, "item {n}"),
+        }
+    }
+}
+
+/// Parses a whole input (NDJSON, or one JSON array) into specs; the first
+/// invalid spec rejects the whole input.
+pub fn parse_specs(text: &str) -> Result<Vec<JobSpec>, (Position, SpecError)> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<&RawValue> = serde_json::from_str(trimmed)
+            .map_err(|e| (Position::Line(e.line()), spec_err(format!("invalid JSON array: {e}"))))?;
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| parse_spec(raw.get()).map_err(|e| (Position::Item(i), e)))
+            .collect();
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| parse_spec(line).map_err(|e| (Position::Line(i + 1), e)))
+        .collect()
+}
+
+/// The body stored in Redis for each job. Field names are short because a
+/// queue may hold millions of bodies; this is internal, not a public format.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredJob<'a> {
+    #[serde(rename = "k", borrow)]
+    pub kind: std::borrow::Cow<'a, str>,
+    #[serde(rename = "p", borrow)]
+    pub payload: &'a RawValue,
+    /// Failures allowed before dead-letter (read by recover.lua too).
+    #[serde(rename = "r")]
+    pub max_retries: u32,
+    /// Handler timeout in ms, if the job set its own.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Explicit idempotency key.
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none", borrow)]
+    pub idempotency_key: Option<std::borrow::Cow<'a, str>>,
+    /// True when the id was chosen by the client (then it gets a completion marker).
+    #[serde(rename = "c", default, skip_serializing_if = "is_false")]
+    pub client_id: bool,
+    /// Enqueue time by the producer's clock (Unix ms), informational.
+    #[serde(rename = "e", default)]
+    pub enqueued_at: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl StoredJob<'_> {
+    /// The idempotency key in force: the explicit key, else the client-chosen
+    /// id; generated ids have none (they are unique by construction).
+    pub fn effective_key<'s>(&'s self, id: &'s str) -> Option<&'s str> {
+        match &self.idempotency_key {
+            Some(k) => Some(k),
+            None if self.client_id => Some(id),
+            None => None,
+        }
+    }
+
+    /// Completion markers to write at ack: the client id and the key, once each.
+    pub fn markers<'s>(&'s self, id: &'s str) -> impl Iterator<Item = &'s str> {
+        let by_id = self.client_id.then_some(id);
+        let by_key = self.idempotency_key.as_deref().filter(|k| Some(*k) != by_id);
+        by_id.into_iter().chain(by_key)
+    }
+}
+
+/// Milliseconds since the Unix epoch by the local clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A new job id: 26 characters of Crockford base32 (48 bits of ms time, 80
+/// random bits, like a ULID), sortable by creation time.
+pub fn new_id() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let bits = ((now_ms() as u128) << 80) | (fastrand::u128(..) & ((1u128 << 80) - 1));
+    (0..26).rev().map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse_spec(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_spec_defaults() {
+        let s = parse_spec(r#"{"kind":"noop"}"#).unwrap();
+        assert_eq!(s.kind, "noop");
+        assert_eq!(s.payload.get(), "null");
+        assert_eq!(s.run_at, RunAt::Now);
+    }
+
+    #[test]
+    fn field_errors_name_the_field() {
+        assert_eq!(err(r#"{"kind":"a","max_retries":"x"}"#), "field \"max_retries\": expected an integer");
+        assert_eq!(err(r#"{"kind":"a","max_retries":-1}"#), "field \"max_retries\": expected an integer from 0 to 4294967295");
+        assert_eq!(err(r#"{"payload":1}"#), "field \"kind\": missing (required)");
+        assert_eq!(err(r#"{"kind":""}"#), "field \"kind\": must not be empty");
+        assert!(err(r#"{"kind":"a","bogus":1}"#).starts_with("field \"bogus\": unknown field"));
+        assert!(err(r#"{"kind":"a","queue":"x{y}"}"#).starts_with("field \"queue\""));
+        assert!(err(r#"{"kind":"a","delay":"soon"}"#).starts_with("field \"delay\": invalid duration"));
+        assert!(err(r#"{"kind":"a","delay":"-5s"}"#).starts_with("field \"delay\""));
+        assert!(err(r#"{"kind":"a","delay":"1000000y"}"#).contains("too long"));
+        assert!(err("[1,").starts_with("invalid JSON"));
+        assert_eq!(err("42"), "a job spec must be a JSON object");
+    }
+
+    #[test]
+    fn oversized_spec_is_rejected() {
+        let big = format!(r#"{{"kind":"a","payload":"{}"}}"#, "x".repeat(MAX_SPEC_BYTES));
+        assert!(err(&big).contains("1 MiB"));
+    }
+
+    #[test]
+    fn positions_are_reported() {
+        let (pos, e) = parse_specs("{\"kind\":\"a\"}\n\n{\"kind\":1}\n").unwrap_err();
+        assert_eq!(format!("{pos}: {e}"), "line 3: field \"kind\": expected a string");
+        let (pos, _) = parse_specs(r#"[{"kind":"a"},{"kind":"b","id":7}]"#).unwrap_err();
+        assert_eq!(pos.to_string(), "item 1");
+    }
+
+    #[test]
+    fn rfc3339_with_offsets() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z").unwrap(), 1000);
+        assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:01+01:00").unwrap(), 1000);
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.5Z").unwrap(), 1500);
+        assert!(parse_rfc3339_ms("tomorrow").is_err());
+    }
+
+    #[test]
+    fn queue_names() {
+        assert!(validate_queue_name("emails.high-1_x").is_ok());
+        for bad in ["", "a b", "a:b", "{a}", &"x".repeat(129)] {
+            assert!(validate_queue_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_26_chars() {
+        let a = new_id();
+        assert_eq!(a.len(), 26);
+        assert_ne!(a, new_id());
+    }
+
+    #[test]
+    fn markers_cover_client_id_and_key_once() {
+        let p = serde_json::value::to_raw_value(&Value::Null).unwrap();
+        let mut j = StoredJob { kind: "a".into(), payload: &p, max_retries: 3, timeout_ms: None, idempotency_key: None, client_id: false, enqueued_at: 0 };
+        assert_eq!(j.markers("x").count(), 0);
+        j.client_id = true;
+        assert_eq!(j.markers("x").collect::<Vec<_>>(), ["x"]);
+        j.idempotency_key = Some("x".into());
+        assert_eq!(j.markers("x").collect::<Vec<_>>(), ["x"]);
+        j.idempotency_key = Some("k".into());
+        assert_eq!(j.markers("x").collect::<Vec<_>>(), ["x", "k"]);
+    }
+}

@@ -1,0 +1,113 @@
+//! Every Redis key dtq uses is built here, and only here.
+//!
+//! Layout (`ns` = namespace, `q` = queue; the queue is the hash tag, so every
+//! key one script touches lives in the same Cluster slot):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `ns:{q}:pending` | LIST | ids ready to run; LPUSH in, RPOP out (FIFO) |
+//! | `ns:{q}:inflight` | ZSET | id → lease deadline (ms, Redis clock) |
+//! | `ns:{q}:scheduled` | ZSET | id → run-at (delayed jobs, retries, deferrals) |
+//! | `ns:{q}:dead` | ZSET | id → died-at |
+//! | `ns:{q}:jobs` | HASH | id → body (the job, stored once) |
+//! | `ns:{q}:attempts` | HASH | id → attempts started |
+//! | `ns:{q}:leases` | HASH | id → lease token of the running attempt |
+//! | `ns:{q}:errors` | HASH | id → last error |
+//! | `ns:{q}:stats` | HASH | lifetime counters (processed, failed, ...) |
+//! | `ns:{q}:paused` | STRING | present while the queue is paused |
+//! | `ns:{q}:signal` | LIST | wake-up marker for idle workers (≤ 1 element) |
+//! | `ns:{q}:done:<id or key>` | STRING | completion marker, TTL = idempotency window |
+//! | `ns:{q}:lock:<key>` | STRING | idempotency execution lock, TTL ≈ lease |
+//! | `ns:queues` | SET | every queue that ever had a job |
+//! | `ns:reaper:lock` | STRING | reaper leader lock (token) |
+//! | `ns:rate:<kind>` | STRING | rate limiter state for one kind |
+
+/// The keys of one queue, built once and reused on the hot path.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// Namespace-qualified queue prefix with the hash tag, e.g. `dtq:{emails}`.
+    prefix: String,
+    pub pending: String,
+    pub inflight: String,
+    pub scheduled: String,
+    pub dead: String,
+    pub jobs: String,
+    pub attempts: String,
+    pub leases: String,
+    pub errors: String,
+    pub stats: String,
+    pub paused: String,
+    pub signal: String,
+}
+
+impl QueueKeys {
+    /// Keys of `queue` under `namespace`. The queue name must already be
+    /// validated (see [`crate::job::validate_queue_name`]): it can hold no brace.
+    pub fn new(namespace: &str, queue: &str) -> Self {
+        let prefix = format!("{namespace}:{{{queue}}}");
+        let k = |suffix: &str| format!("{prefix}:{suffix}");
+        QueueKeys {
+            pending: k("pending"),
+            inflight: k("inflight"),
+            scheduled: k("scheduled"),
+            dead: k("dead"),
+            jobs: k("jobs"),
+            attempts: k("attempts"),
+            leases: k("leases"),
+            errors: k("errors"),
+            stats: k("stats"),
+            paused: k("paused"),
+            signal: k("signal"),
+            prefix,
+        }
+    }
+
+    /// Completion marker of a client-chosen id or an idempotency key.
+    pub fn done(&self, id_or_key: &str) -> String {
+        format!("{}:done:{id_or_key}", self.prefix)
+    }
+
+    /// Execution lock of an idempotency key.
+    pub fn lock(&self, key: &str) -> String {
+        format!("{}:lock:{key}", self.prefix)
+    }
+}
+
+/// Set of every queue name that has had a job.
+pub fn queues(namespace: &str) -> String {
+    format!("{namespace}:queues")
+}
+
+/// The reaper leader lock.
+pub fn reaper_lock(namespace: &str) -> String {
+    format!("{namespace}:reaper:lock")
+}
+
+/// State of the distributed rate limit of one job kind.
+pub fn rate_limit(namespace: &str, kind: &str) -> String {
+    // The kind goes in a hash tag of its own so limits spread over a Cluster;
+    // braces inside it would change the tag, so they are replaced.
+    let safe: String = kind
+        .chars()
+        .map(|c| if c == '{' || c == '}' { '_' } else { c })
+        .collect();
+    format!("{namespace}:rate:{{{safe}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keys_share_the_queue_hash_tag() {
+        let k = QueueKeys::new("dtq", "emails");
+        for key in [&k.pending, &k.inflight, &k.jobs, &k.signal, &k.done("a"), &k.lock("b")] {
+            assert!(key.starts_with("dtq:{emails}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_key_cannot_escape_its_hash_tag() {
+        assert_eq!(rate_limit("ns", "a{b}"), "ns:rate:{a_b_}");
+    }
+}

@@ -1,0 +1,18 @@
+//! dtq: a distributed task queue on Redis.
+//!
+//! The engine is a library: [`broker::Broker`] speaks to Redis (every state
+//! transition is one Lua script), [`worker::run`] runs jobs through a
+//! [`worker::Handler`], and [`reaper::run`] recovers expired leases and
+//! promotes scheduled jobs. The `dtq` binary ([`cmd`]) wires them to the
+//! command line.
+
+pub mod broker;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod http;
+pub mod job;
+pub mod keys;
+pub mod metrics;
+pub mod reaper;
+pub mod worker;

@@ -1,0 +1,127 @@
+//! Prometheus metrics: the public names of the contract, described at
+//! start-up (so `# HELP`/`# TYPE` are there before any job), and per
+//! (queue, kind) handles cached so the hot path does no registry lookups.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub const PROCESSED: &str = "dtq_tasks_processed_total";
+pub const FAILED: &str = "dtq_tasks_failed_total";
+pub const RETRIED: &str = "dtq_tasks_retried_total";
+pub const DEAD_LETTERED: &str = "dtq_tasks_dead_lettered_total";
+pub const RECOVERED: &str = "dtq_tasks_recovered_total";
+pub const ACTIVE: &str = "dtq_active_processing";
+pub const DURATION: &str = "dtq_task_duration_seconds";
+pub const QUEUE_DEPTH: &str = "dtq_queue_depth";
+pub const RATE_LIMITED: &str = "dtq_rate_limited_total";
+pub const CIRCUIT_STATE: &str = "dtq_circuit_state";
+pub const REAPER_LEADER: &str = "dtq_reaper_leader";
+
+/// Histogram buckets from 1 ms to 60 s.
+const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder (once) and describes every metric.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DURATION.to_string()), DURATION_BUCKETS)
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A second recorder (e.g. in tests) would fail; the first stays.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(PROCESSED, "Jobs completed successfully.");
+    describe_counter!(FAILED, "Failed attempts (errors and timeouts).");
+    describe_counter!(RETRIED, "Failed attempts scheduled for a retry.");
+    describe_counter!(DEAD_LETTERED, "Jobs moved to the dead-letter set.");
+    describe_counter!(RECOVERED, "Expired leases whose jobs were put back in pending.");
+    describe_gauge!(ACTIVE, "Jobs being processed by this worker now.");
+    describe_histogram!(DURATION, Unit::Seconds, "Handler run time per attempt.");
+    describe_gauge!(QUEUE_DEPTH, "Jobs per queue and state, sampled by the reaper leader.");
+    describe_counter!(RATE_LIMITED, "Jobs deferred by the distributed rate limiter.");
+    describe_gauge!(CIRCUIT_STATE, "Circuit breaker state per kind: 0 closed, 1 half-open, 2 open.");
+    describe_gauge!(REAPER_LEADER, "1 in the process that holds the reaper lock, else 0.");
+    gauge!(REAPER_LEADER).set(0.0);
+}
+
+/// Renders the text exposition; also runs the exporter's upkeep so
+/// histograms do not grow without bound.
+pub fn render(handle: &PrometheusHandle) -> String {
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// The series of one (queue, kind).
+#[derive(Clone)]
+pub struct KindMetrics {
+    pub processed: Counter,
+    pub failed: Counter,
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+    pub rate_limited: Counter,
+    pub duration: Histogram,
+}
+
+/// Per-queue metric handles with a cache of per-kind ones.
+pub struct QueueMetrics {
+    queue: String,
+    pub active: Gauge,
+    pub recovered: Counter,
+    kinds: Mutex<HashMap<String, Arc<KindMetrics>>>,
+}
+
+impl QueueMetrics {
+    pub fn new(queue: &str) -> Self {
+        QueueMetrics {
+            queue: queue.to_string(),
+            active: gauge!(ACTIVE, "queue" => queue.to_string()),
+            recovered: counter!(RECOVERED, "queue" => queue.to_string()),
+            kinds: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The handles of `kind` in this queue.
+    pub fn kind(&self, kind: &str) -> Arc<KindMetrics> {
+        // A std mutex: held for a map lookup only, never across an await.
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = kinds.get(kind) {
+            return m.clone();
+        }
+        let labels = [("queue", self.queue.clone()), ("kind", kind.to_string())];
+        let m = Arc::new(KindMetrics {
+            processed: counter!(PROCESSED, &labels),
+            failed: counter!(FAILED, &labels),
+            retried: counter!(RETRIED, &labels),
+            dead_lettered: counter!(DEAD_LETTERED, &labels),
+            rate_limited: counter!(RATE_LIMITED, &labels),
+            duration: metrics::histogram!(DURATION, &labels),
+        });
+        kinds.insert(kind.to_string(), m.clone());
+        m
+    }
+}
+
+/// Sets the queue-depth gauges of one queue.
+pub fn set_queue_depth(queue: &str, stats: &crate::broker::QueueStats) {
+    for (state, n) in [
+        ("pending", stats.pending),
+        ("inflight", stats.inflight),
+        ("scheduled", stats.scheduled),
+        ("dead", stats.dead),
+    ] {
+        gauge!(QUEUE_DEPTH, "queue" => queue.to_string(), "state" => state).set(n as f64);
+    }
+}

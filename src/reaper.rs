@@ -1,0 +1,153 @@
+//! The reaper: recovers expired leases and promotes due scheduled jobs, in
+//! every known queue. Any number may run (standalone `reap`, or inside each
+//! `work`); a leader lock makes exactly one active.
+//!
+//! The lock is `SET NX PX` with a random token; the leader renews it (fenced
+//! by the token) every third of its TTL and deletes it on shutdown. A
+//! follower tries to take it every third of the TTL, so when a leader dies
+//! another takes over within one TTL. The leader also samples queue depths
+//! for the `dtq_queue_depth` gauge, so only one process reads them.
+
+use crate::broker::Broker;
+use crate::http::Status;
+use crate::keys;
+use crate::metrics;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Most jobs one recover or promote call moves.
+const BATCH: usize = 1000;
+/// Most calls per queue per cycle, so one huge backlog cannot starve lock renewal.
+const MAX_CALLS: usize = 20;
+/// How often the leader samples queue depths.
+const DEPTH_EVERY: Duration = Duration::from_secs(5);
+
+/// Reaper settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ReaperConfig {
+    /// Longest sleep between cycles (a due scheduled job wakes it sooner).
+    pub interval: Duration,
+    pub lock_ttl: Duration,
+}
+
+impl Default for ReaperConfig {
+    fn default() -> Self {
+        ReaperConfig { interval: Duration::from_millis(500), lock_ttl: Duration::from_secs(10) }
+    }
+}
+
+/// Runs until `shutdown`, then gives up the lock if held.
+pub async fn run(broker: Broker, cfg: ReaperConfig, status: Arc<Status>, shutdown: CancellationToken) {
+    let lock = keys::reaper_lock(broker.namespace());
+    let token = crate::job::new_id();
+    let renew_every = cfg.lock_ttl / 3;
+    let mut leader = false;
+    let mut last_renew = Instant::now();
+    let mut last_depth: Option<Instant> = None;
+    let mut recovered: HashMap<String, ::metrics::Counter> = HashMap::new();
+    loop {
+        let mut sleep = renew_every;
+        let now = Instant::now();
+        let step = if leader {
+            if now.duration_since(last_renew) >= renew_every {
+                last_renew = now;
+                broker.lock_renew(&lock, &token, cfg.lock_ttl).await
+            } else {
+                Ok(true)
+            }
+        } else {
+            last_renew = now;
+            broker.lock_acquire(&lock, &token, cfg.lock_ttl).await
+        };
+        match step {
+            Ok(holds) => {
+                status.set_redis_ok(true);
+                if holds != leader {
+                    leader = holds;
+                    ::metrics::gauge!(metrics::REAPER_LEADER).set(if leader { 1.0 } else { 0.0 });
+                    if leader {
+                        tracing::info!("became the reaper leader");
+                    } else {
+                        tracing::warn!("lost the reaper lock");
+                    }
+                }
+                if leader {
+                    match cycle(&broker, &mut recovered, &mut last_depth).await {
+                        Ok(next_due) => {
+                            sleep = cfg.interval.min(renew_every);
+                            if let Some(due) = next_due {
+                                sleep = sleep.min(due.max(Duration::from_millis(5)));
+                            }
+                        }
+                        Err(e) => {
+                            status.set_redis_ok(false);
+                            tracing::warn!(error = %e, "reaper cycle failed");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                status.set_redis_ok(false);
+                tracing::warn!(error = %e, "reaper cannot reach Redis");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    if leader {
+        if let Err(e) = broker.lock_release(&lock, &token).await {
+            tracing::warn!(error = %e, "could not release the reaper lock; it expires by itself");
+        }
+        ::metrics::gauge!(metrics::REAPER_LEADER).set(0.0);
+        tracing::info!("released the reaper lock");
+    }
+}
+
+/// One pass over every queue; returns how long until the next scheduled job
+/// is due, if any is.
+async fn cycle(
+    broker: &Broker,
+    recovered_metric: &mut HashMap<String, ::metrics::Counter>,
+    last_depth: &mut Option<Instant>,
+) -> Result<Option<Duration>, crate::broker::BrokerError> {
+    let queues = broker.queues().await?;
+    let mut next_due: Option<Duration> = None;
+    for q in &queues {
+        let k = broker.keys(q);
+        for _ in 0..MAX_CALLS {
+            let (recovered, dead, more) = broker.recover(&k, BATCH).await?;
+            if recovered + dead > 0 {
+                tracing::warn!(queue = %q, recovered, dead_lettered = dead, "recovered jobs of expired leases");
+                recovered_metric
+                    .entry(q.clone())
+                    .or_insert_with(|| ::metrics::counter!(metrics::RECOVERED, "queue" => q.clone()))
+                    .increment(recovered);
+            }
+            if !more {
+                break;
+            }
+        }
+        for _ in 0..MAX_CALLS {
+            let (moved, wait) = broker.promote(&k, BATCH).await?;
+            if moved < BATCH as u64 {
+                if let Some(ms) = wait {
+                    let d = Duration::from_millis(ms);
+                    next_due = Some(next_due.map_or(d, |n| n.min(d)));
+                }
+                break;
+            }
+        }
+    }
+    if last_depth.is_none_or(|t| t.elapsed() >= DEPTH_EVERY) {
+        *last_depth = Some(Instant::now());
+        for q in &queues {
+            let stats = broker.queue_stats(q).await?;
+            metrics::set_queue_depth(q, &stats);
+        }
+    }
+    Ok(next_due)
+}

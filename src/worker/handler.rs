@@ -1,0 +1,126 @@
+//! The [`Handler`] trait (how a worker runs a job) and the built-in handlers
+//! `noop`, `sleep`, `fail` and `echo`.
+
+use serde_json::value::RawValue;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a handler sees of a job.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub id: String,
+    pub queue: Arc<str>,
+    pub kind: String,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    pub payload: Box<RawValue>,
+    /// The idempotency key in force (explicit key, else a client-chosen id).
+    pub idempotency_key: Option<String>,
+    /// The handler is cancelled after this long.
+    pub timeout: Duration,
+}
+
+/// Why a handler failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerError {
+    /// Try again later: after `after` if the handler said so (`Retry-After`),
+    /// else after the backoff delay.
+    Retry { message: String, after: Option<Duration> },
+    /// Do not retry: dead-letter now.
+    Permanent { message: String },
+}
+
+impl HandlerError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        HandlerError::Retry { message: message.into(), after: None }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        HandlerError::Permanent { message: message.into() }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            HandlerError::Retry { message, .. } | HandlerError::Permanent { message } => message,
+        }
+    }
+}
+
+/// The future a handler returns.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
+/// Runs jobs. Implement it to embed dtq's worker in another Rust program.
+/// Dropping the returned future cancels the job (timeout or shutdown), so a
+/// handler must be cancel-safe: release what it holds on drop.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, job: &'a JobContext) -> HandlerFuture<'a>;
+}
+
+/// The built-in kinds: `noop`, `sleep` (`{"ms": N}`), `fail` (`{"p": 0.3}`)
+/// and `echo`. Any other kind is a permanent failure.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Builtin;
+
+#[derive(serde::Deserialize)]
+struct SleepArgs {
+    #[serde(default)]
+    ms: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct FailArgs {
+    #[serde(default = "always")]
+    p: f64,
+}
+
+fn always() -> f64 {
+    1.0
+}
+
+fn args<'a, T: serde::Deserialize<'a> + Default>(job: &'a JobContext) -> T
+where
+{
+    serde_json::from_str(job.payload.get()).unwrap_or_default()
+}
+
+impl Default for SleepArgs {
+    fn default() -> Self {
+        SleepArgs { ms: 0 }
+    }
+}
+
+impl Default for FailArgs {
+    fn default() -> Self {
+        FailArgs { p: 1.0 }
+    }
+}
+
+impl Handler for Builtin {
+    fn handle<'a>(&'a self, job: &'a JobContext) -> HandlerFuture<'a> {
+        Box::pin(async move {
+            match job.kind.as_str() {
+                "noop" => Ok(()),
+                "sleep" => {
+                    let a: SleepArgs = args(job);
+                    tokio::time::sleep(Duration::from_millis(a.ms)).await;
+                    Ok(())
+                }
+                "fail" => {
+                    let a: FailArgs = args(job);
+                    if fastrand::f64() < a.p {
+                        Err(HandlerError::retry(format!("fail: injected failure (p={})", a.p)))
+                    } else {
+                        Ok(())
+                    }
+                }
+                "echo" => {
+                    tracing::info!(payload = %job.payload.get(), "echo");
+                    Ok(())
+                }
+                other => Err(HandlerError::permanent(format!("no handler for kind \"{other}\""))),
+            }
+        })
+    }
+}

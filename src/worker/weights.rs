@@ -1,0 +1,108 @@
+//! Weighted queue selection: smooth weighted round-robin charged per job, so
+//! while every queue has work each gets its weight's share of the jobs taken,
+//! and an empty or paused queue's share goes to the others.
+
+use std::time::{Duration, Instant};
+
+/// How long a queue found empty is skipped before it is asked again (an idle
+/// worker is woken by the queue's signal sooner than this).
+const EMPTY_BACKOFF: Duration = Duration::from_millis(20);
+
+#[derive(Debug)]
+pub struct Weighted {
+    weights: Vec<i64>,
+    credit: Vec<i64>,
+    empty_until: Vec<Option<Instant>>,
+}
+
+impl Weighted {
+    pub fn new(weights: &[u32]) -> Self {
+        Weighted {
+            weights: weights.iter().map(|&w| w as i64).collect(),
+            credit: vec![0; weights.len()],
+            empty_until: vec![None; weights.len()],
+        }
+    }
+
+    fn eligible(&self, i: usize, now: Instant) -> bool {
+        self.empty_until[i].is_none_or(|t| now >= t)
+    }
+
+    /// The queue to take from next, or `None` if every queue is marked empty.
+    pub fn pick(&self) -> Option<usize> {
+        let now = Instant::now();
+        (0..self.weights.len())
+            .filter(|&i| self.eligible(i, now))
+            .max_by_key(|&i| (self.credit[i], self.weights[i]))
+    }
+
+    /// Records that `n` jobs were taken from queue `i`.
+    pub fn charge(&mut self, i: usize, n: usize) {
+        let now = Instant::now();
+        self.empty_until[i] = None;
+        let n = n as i64;
+        let eligible: Vec<usize> = (0..self.weights.len()).filter(|&j| self.eligible(j, now)).collect();
+        let total: i64 = eligible.iter().map(|&j| self.weights[j]).sum();
+        for &j in &eligible {
+            self.credit[j] += self.weights[j] * n;
+        }
+        self.credit[i] -= total * n;
+        // Bound the drift that eligibility changes leave behind.
+        let cap = total * 1024;
+        for c in &mut self.credit {
+            *c = (*c).clamp(-cap, cap);
+        }
+    }
+
+    /// Marks queue `i` as empty for a short while.
+    pub fn mark_empty(&mut self, i: usize) {
+        self.empty_until[i] = Some(Instant::now() + EMPTY_BACKOFF);
+    }
+
+    /// Forgets every empty mark (after a wake-up signal).
+    pub fn reset_empty(&mut self) {
+        self.empty_until.iter_mut().for_each(|e| *e = None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_follow_weights_while_all_have_work() {
+        let mut w = Weighted::new(&[6, 3, 1]);
+        let mut taken = [0usize; 3];
+        for step in 0..1000 {
+            let i = w.pick().unwrap();
+            let n = 1 + step % 7;
+            taken[i] += n;
+            w.charge(i, n);
+        }
+        let total: usize = taken.iter().sum();
+        for (i, want) in [0.6, 0.3, 0.1].iter().enumerate() {
+            let got = taken[i] as f64 / total as f64;
+            assert!((got - want).abs() < 0.01, "queue {i}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn an_empty_queue_share_goes_to_the_others() {
+        let mut w = Weighted::new(&[6, 3, 1]);
+        w.mark_empty(0);
+        let mut taken = [0usize; 3];
+        for _ in 0..400 {
+            let i = w.pick().unwrap();
+            assert_ne!(i, 0);
+            taken[i] += 1;
+            w.charge(i, 1);
+            w.mark_empty(0);
+        }
+        assert!((taken[1] as f64 / 400.0 - 0.75).abs() < 0.02);
+        w.mark_empty(1);
+        w.mark_empty(2);
+        assert_eq!(w.pick(), None);
+        w.reset_empty();
+        assert!(w.pick().is_some());
+    }
+}
