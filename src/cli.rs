@@ -19,7 +19,13 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct Global {
     /// Redis URL: redis://, rediss:// (TLS), redis://user:pass@host:port/db, redis-cluster://host:port
-    #[arg(long = "redis", env = "DTQ_REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true, hide_env_values = true)]
+    #[arg(
+        long = "redis",
+        env = "DTQ_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true,
+        hide_env_values = true
+    )]
     pub redis: String,
     /// Prefix of every key
     #[arg(long, env = "DTQ_NAMESPACE", default_value = "dtq", global = true, value_parser = namespace)]

@@ -63,7 +63,8 @@ pub fn rate_limit(s: &str) -> Result<(String, RateLimit), String> {
     }
     let period = period.trim();
     // A bare unit ("s", "m") means one of it.
-    let period = if period.chars().all(|c| c.is_ascii_alphabetic()) { format!("1{period}") } else { period.to_string() };
+    let period =
+        if period.chars().all(|c| c.is_ascii_alphabetic()) { format!("1{period}") } else { period.to_string() };
     let period = positive_duration(&period).map_err(|e| format!("{s:?}: period: {e}"))?;
     Ok((kind.to_string(), RateLimit { limit, period }))
 }

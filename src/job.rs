@@ -82,10 +82,7 @@ fn spec_err(message: impl Into<String>) -> SpecError {
 /// break the key layout or its hash tag.
 pub fn validate_queue_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_QUEUE_NAME {
-        return Err(format!(
-            "queue name must be 1 to {MAX_QUEUE_NAME} characters, got {}",
-            name.len()
-        ));
+        return Err(format!("queue name must be 1 to {MAX_QUEUE_NAME} characters, got {}", name.len()));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
         return Err(format!("queue name {name:?} has {c:?}; allowed are A-Z a-z 0-9 _ . -"));
@@ -102,7 +99,9 @@ fn string_field<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<Option<&
 }
 
 fn duration_field(obj: &Map<String, Value>, field: &str) -> Result<Option<Duration>, SpecError> {
-    let Some(s) = string_field(obj, field).map_err(|_| field_err(field, "expected a duration string such as \"30s\""))? else {
+    let Some(s) =
+        string_field(obj, field).map_err(|_| field_err(field, "expected a duration string such as \"30s\""))?
+    else {
         return Ok(None);
     };
     parse_duration(s).map(Some).map_err(|e| field_err(field, e))
@@ -181,10 +180,11 @@ pub fn spec_from_value(value: Value) -> Result<JobSpec, SpecError> {
         Some(_) => return Err(field_err("max_retries", "expected an integer")),
     };
     let delay = duration_field(&obj, "delay")?;
-    let run_at = match string_field(&obj, "run_at").map_err(|_| field_err("run_at", "expected an RFC 3339 time string"))? {
-        Some(s) => Some(parse_rfc3339_ms(s).map_err(|e| field_err("run_at", e))?),
-        None => None,
-    };
+    let run_at =
+        match string_field(&obj, "run_at").map_err(|_| field_err("run_at", "expected an RFC 3339 time string"))? {
+            Some(s) => Some(parse_rfc3339_ms(s).map_err(|e| field_err("run_at", e))?),
+            None => None,
+        };
     let run_at = match (delay, run_at) {
         (Some(_), Some(_)) => return Err(field_err("run_at", "give either delay or run_at, not both")),
         (Some(d), None) => RunAt::After(d),
@@ -326,7 +326,10 @@ mod tests {
     #[test]
     fn field_errors_name_the_field() {
         assert_eq!(err(r#"{"kind":"a","max_retries":"x"}"#), "field \"max_retries\": expected an integer");
-        assert_eq!(err(r#"{"kind":"a","max_retries":-1}"#), "field \"max_retries\": expected an integer from 0 to 4294967295");
+        assert_eq!(
+            err(r#"{"kind":"a","max_retries":-1}"#),
+            "field \"max_retries\": expected an integer from 0 to 4294967295"
+        );
         assert_eq!(err(r#"{"payload":1}"#), "field \"kind\": missing (required)");
         assert_eq!(err(r#"{"kind":""}"#), "field \"kind\": must not be empty");
         assert!(err(r#"{"kind":"a","bogus":1}"#).starts_with("field \"bogus\": unknown field"));
@@ -378,7 +381,15 @@ mod tests {
     #[test]
     fn markers_cover_client_id_and_key_once() {
         let p = serde_json::value::to_raw_value(&Value::Null).unwrap();
-        let mut j = StoredJob { kind: "a".into(), payload: &p, max_retries: 3, timeout_ms: None, idempotency_key: None, client_id: false, enqueued_at: 0 };
+        let mut j = StoredJob {
+            kind: "a".into(),
+            payload: &p,
+            max_retries: 3,
+            timeout_ms: None,
+            idempotency_key: None,
+            client_id: false,
+            enqueued_at: 0,
+        };
         assert_eq!(j.markers("x").count(), 0);
         j.client_id = true;
         assert_eq!(j.markers("x").collect::<Vec<_>>(), ["x"]);

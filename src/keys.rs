@@ -87,10 +87,7 @@ pub fn reaper_lock(namespace: &str) -> String {
 pub fn rate_limit(namespace: &str, kind: &str) -> String {
     // The kind goes in a hash tag of its own so limits spread over a Cluster;
     // braces inside it would change the tag, so they are replaced.
-    let safe: String = kind
-        .chars()
-        .map(|c| if c == '{' || c == '}' { '_' } else { c })
-        .collect();
+    let safe: String = kind.chars().map(|c| if c == '{' || c == '}' { '_' } else { c }).collect();
     format!("{namespace}:rate:{{{safe}}}")
 }
 

@@ -116,12 +116,9 @@ impl QueueMetrics {
 
 /// Sets the queue-depth gauges of one queue.
 pub fn set_queue_depth(queue: &str, stats: &crate::broker::QueueStats) {
-    for (state, n) in [
-        ("pending", stats.pending),
-        ("inflight", stats.inflight),
-        ("scheduled", stats.scheduled),
-        ("dead", stats.dead),
-    ] {
+    for (state, n) in
+        [("pending", stats.pending), ("inflight", stats.inflight), ("scheduled", stats.scheduled), ("dead", stats.dead)]
+    {
         gauge!(QUEUE_DEPTH, "queue" => queue.to_string(), "state" => state).set(n as f64);
     }
 }

@@ -45,9 +45,7 @@ pub fn parse_target(url: &str, tls: &TlsFiles) -> Result<RedisTarget, String> {
     let redacted = redact_url(url);
     let scheme = url.split("://").next().unwrap_or("");
     if !matches!(scheme, "redis" | "rediss" | "redis-cluster" | "rediss-cluster") || !url.contains("://") {
-        return Err(format!(
-            "unsupported Redis URL {redacted}: expected redis://, rediss:// or redis-cluster://"
-        ));
+        return Err(format!("unsupported Redis URL {redacted}: expected redis://, rediss:// or redis-cluster://"));
     }
     let mut config = Config::from_url(url).map_err(|e| format!("invalid Redis URL {redacted}: {}", e.details()))?;
     if config.uses_tls() {
@@ -122,7 +120,11 @@ pub async fn connect(
 /// A fred error as one line, without anything that could hold a password.
 pub fn describe(e: &Error) -> String {
     let details = e.details();
-    if details.is_empty() { format!("{:?}", e.kind()) } else { details.to_string() }
+    if details.is_empty() {
+        format!("{:?}", e.kind())
+    } else {
+        details.to_string()
+    }
 }
 
 #[cfg(test)]

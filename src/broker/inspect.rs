@@ -88,19 +88,14 @@ impl Broker {
         let k = self.keys(queue);
         let c = self.client();
         let op = "read dead letters";
-        let entries: Vec<(String, f64)> = c
-            .zrange(&k.dead, 0, limit as i64 - 1, None, true, None, true)
-            .await
-            .map_err(redis(op))?;
+        let entries: Vec<(String, f64)> =
+            c.zrange(&k.dead, 0, limit as i64 - 1, None, true, None, true).await.map_err(redis(op))?;
         let mut out = Vec::with_capacity(entries.len());
         for (id, died) in entries {
-            let (body, attempts, error): (Option<String>, Option<u64>, Option<String>) = tokio::try_join!(
-                c.hget(&k.jobs, &id),
-                c.hget(&k.attempts, &id),
-                c.hget(&k.errors, &id),
-            )
-            .map_err(redis(op))?;
-            let (kind, payload, _) = decode(body.as_deref());
+            let (body, attempts, error): (Option<String>, Option<u64>, Option<String>) =
+                tokio::try_join!(c.hget(&k.jobs, &id), c.hget(&k.attempts, &id), c.hget(&k.errors, &id),)
+                    .map_err(redis(op))?;
+            let (kind, payload) = decode(body.as_deref());
             out.push(DeadJob {
                 id,
                 queue: queue.to_string(),
@@ -132,22 +127,17 @@ impl Broker {
         let k = self.keys(queue);
         let c = self.client();
         let op = "read job";
-        let (body, attempts, error, inflight, scheduled, dead, done): (
-            Option<String>,
-            Option<u64>,
-            Option<String>,
-            Option<f64>,
-            Option<f64>,
-            Option<f64>,
-            u64,
-        ) = tokio::try_join!(
-            c.hget(&k.jobs, id),
-            c.hget(&k.attempts, id),
-            c.hget(&k.errors, id),
-            c.zscore(&k.inflight, id),
-            c.zscore(&k.scheduled, id),
-            c.zscore(&k.dead, id),
-            c.exists(k.done(id)),
+        let (body, attempts, error) = tokio::try_join!(
+            c.hget::<Option<String>, _, _>(&k.jobs, id),
+            c.hget::<Option<u64>, _, _>(&k.attempts, id),
+            c.hget::<Option<String>, _, _>(&k.errors, id),
+        )
+        .map_err(redis(op))?;
+        let (inflight, scheduled, dead, done) = tokio::try_join!(
+            c.zscore::<Option<f64>, _, _>(&k.inflight, id),
+            c.zscore::<Option<f64>, _, _>(&k.scheduled, id),
+            c.zscore::<Option<f64>, _, _>(&k.dead, id),
+            c.exists::<u64, _>(k.done(id)),
         )
         .map_err(redis(op))?;
         if body.is_none() && done == 0 {
@@ -161,7 +151,7 @@ impl Broker {
             _ => ("pending", None),
         };
         let parsed = body.as_deref().and_then(|b| serde_json::from_str::<StoredJob>(b).ok());
-        let (kind, payload, _) = decode(body.as_deref());
+        let (kind, payload) = decode(body.as_deref());
         Ok(Some(JobInfo {
             id: id.to_string(),
             queue: queue.to_string(),
@@ -178,13 +168,13 @@ impl Broker {
     }
 }
 
-/// Kind, payload and whether the body parsed; a corrupt body shows as such.
-fn decode(body: Option<&str>) -> (Option<String>, serde_json::Value, bool) {
+/// Kind and payload of a stored body; a corrupt or missing body has neither.
+fn decode(body: Option<&str>) -> (Option<String>, serde_json::Value) {
     match body.map(serde_json::from_str::<StoredJob>) {
         Some(Ok(j)) => {
             let payload = serde_json::from_str(j.payload.get()).unwrap_or(serde_json::Value::Null);
-            (Some(j.kind.into_owned()), payload, true)
+            (Some(j.kind.into_owned()), payload)
         }
-        _ => (None, serde_json::Value::Null, false),
+        _ => (None, serde_json::Value::Null),
     }
 }

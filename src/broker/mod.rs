@@ -118,10 +118,7 @@ impl Broker {
     ) -> Result<Broker, String> {
         let client = connect::connect(&target, COMMAND_TIMEOUT, give_up_after).await?;
         let scripts = Arc::new(Scripts::new());
-        scripts
-            .load_all(&client)
-            .await
-            .map_err(|e| format!("Redis at {}: {e}", target.redacted))?;
+        scripts.load_all(&client).await.map_err(|e| format!("Redis at {}: {e}", target.redacted))?;
         Ok(Broker {
             client,
             scripts,
@@ -214,11 +211,7 @@ impl Broker {
         token_prefix: &str,
     ) -> Result<Vec<Leased>, BrokerError> {
         let keys = [&*k.pending, &k.inflight, &k.jobs, &k.attempts, &k.leases, &k.paused, &k.scheduled, &k.signal];
-        let args = vec![
-            Value::Integer(n as i64),
-            Value::Integer(visibility.as_millis() as i64),
-            token_prefix.into(),
-        ];
+        let args = vec![Value::Integer(n as i64), Value::Integer(visibility.as_millis() as i64), token_prefix.into()];
         let v = eval(&self.client, &self.scripts.dequeue, "dequeue", &keys, args).await?;
         let Value::Array(items) = v else {
             return if v.is_null() { Ok(Vec::new()) } else { Err(BrokerError::reply("dequeue", &v)) };
@@ -362,7 +355,9 @@ impl Broker {
             other => return Err(BrokerError::Reply { op: "purge", detail: format!("unknown state {other}") }),
         };
         let keys = [key.as_str(), &k.jobs, &k.attempts, &k.errors];
-        let v = eval(&self.client, &self.scripts.purge, "purge", &keys, vec![kind.into(), Value::Integer(limit as i64)]).await?;
+        let v =
+            eval(&self.client, &self.scripts.purge, "purge", &keys, vec![kind.into(), Value::Integer(limit as i64)])
+                .await?;
         v.as_u64().ok_or_else(|| BrokerError::reply("purge", &v))
     }
 
@@ -403,7 +398,13 @@ impl Broker {
 
     /// Asks the distributed rate limiter of `kind` for one start: `None` =
     /// allowed, `Some(ms)` = wait that long.
-    pub async fn rate_limit(&self, kind: &str, limit: u64, period: Duration, member: &str) -> Result<Option<u64>, BrokerError> {
+    pub async fn rate_limit(
+        &self,
+        kind: &str,
+        limit: u64,
+        period: Duration,
+        member: &str,
+    ) -> Result<Option<u64>, BrokerError> {
         let key = keys::rate_limit(&self.namespace, kind);
         let args = vec![Value::Integer(limit as i64), Value::Integer(period.as_millis().max(1) as i64), member.into()];
         let v = eval(&self.client, &self.scripts.rate_limit, "rate limit", &[&key], args).await?;
@@ -440,10 +441,7 @@ impl Broker {
 
 fn ints(op: &'static str, v: Value) -> Result<Vec<i64>, BrokerError> {
     match v {
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_i64().ok_or_else(|| BrokerError::reply(op, i)))
-            .collect(),
+        Value::Array(items) => items.iter().map(|i| i.as_i64().ok_or_else(|| BrokerError::reply(op, i))).collect(),
         other => Err(BrokerError::reply(op, &other)),
     }
 }

@@ -60,7 +60,10 @@ pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
             if json {
                 return out(serde_json::to_string(&dead)?);
             }
-            out(format!("{:<28} {:<14} {:<12} {:>8}  {:<24} {}", "ID", "QUEUE", "KIND", "ATTEMPTS", "DIED AT", "ERROR"))?;
+            out(format!(
+                "{:<28} {:<14} {:<12} {:>8}  {:<24} {}",
+                "ID", "QUEUE", "KIND", "ATTEMPTS", "DIED AT", "ERROR"
+            ))?;
             for d in &dead {
                 out(format!(
                     "{:<28} {:<14} {:<12} {:>8}  {:<24} {}",

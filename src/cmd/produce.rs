@@ -8,7 +8,6 @@ use crate::cli::{Global, ProduceArgs};
 use crate::job::{self, JobSpec, RunAt, StoredJob};
 use anyhow::{Context, Result};
 use futures::stream::{self, StreamExt};
-use serde_json::value::RawValue;
 use std::io::Read;
 
 /// Enqueue calls in flight at once.
@@ -71,7 +70,11 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         let json = a.json;
         let mut write_err = None;
         enqueue_all(&broker, &queue, jobs, batch, |job, ok| {
-            if ok { enqueued += 1 } else { duplicates += 1 }
+            if ok {
+                enqueued += 1
+            } else {
+                duplicates += 1
+            }
             if json && write_err.is_none() {
                 write_err = out(json_line(&job.id, &queue, ok)).err();
             }
@@ -192,7 +195,11 @@ fn json_line(id: &str, queue: &str, enqueued: bool) -> String {
 fn report(json: bool, results: impl Iterator<Item = (String, String, bool)>) -> Result<()> {
     let (mut enqueued, mut duplicates) = (0u64, 0u64);
     for (id, queue, ok) in results {
-        if ok { enqueued += 1 } else { duplicates += 1 }
+        if ok {
+            enqueued += 1
+        } else {
+            duplicates += 1
+        }
         if json {
             out(json_line(&id, &queue, ok))?;
         }
@@ -205,10 +212,4 @@ fn report(json: bool, results: impl Iterator<Item = (String, String, bool)>) -> 
 
 fn summary(enqueued: u64, duplicates: u64) -> Result<()> {
     out(format!("enqueued {enqueued} job(s), {duplicates} duplicate(s)"))
-}
-
-/// A payload of `bytes` bytes of JSON string (for `bench`).
-pub fn filler_payload(bytes: usize) -> Box<RawValue> {
-    let s = serde_json::Value::String("x".repeat(bytes.saturating_sub(2)));
-    serde_json::value::to_raw_value(&s).expect("a string serializes")
 }

@@ -72,9 +72,8 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
         _ = shutdown.cancelled() => return Ok(()),
     };
     tracing::info!(redis = %broker.redacted_url(), "connected to Redis");
-    let reaper = (!a.no_reaper).then(|| {
-        tokio::spawn(reaper::run(broker.clone(), reaper_cfg, Arc::new(Status::default()), shutdown.clone()))
-    });
+    let reaper = (!a.no_reaper)
+        .then(|| tokio::spawn(reaper::run(broker.clone(), reaper_cfg, Arc::new(Status::default()), shutdown.clone())));
     worker::run(broker, cfg, handler, status, shutdown.clone()).await;
     if let Some(r) = reaper {
         let _ = r.await;

@@ -162,11 +162,8 @@ impl Breakers {
                 if !success {
                     b.buckets[idx].2 += 1;
                 }
-                let (calls, failures) = b
-                    .buckets
-                    .iter()
-                    .filter(|x| fresh(x.0))
-                    .fold((0u32, 0u32), |(c, f), x| (c + x.1, f + x.2));
+                let (calls, failures) =
+                    b.buckets.iter().filter(|x| fresh(x.0)).fold((0u32, 0u32), |(c, f), x| (c + x.1, f + x.2));
                 if calls >= self.cfg.min_calls && failures as f64 >= self.cfg.failure_rate * calls as f64 {
                     b.state = State::Open { until: now + self.cfg.cooldown };
                     b.buckets = [(None, 0, 0); BUCKETS];

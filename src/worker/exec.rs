@@ -67,7 +67,11 @@ impl Handler for ExecHandler {
                 .map_err(|e| HandlerError::retry(format!("exec {:?}: {e}", self.argv[0])))?;
             let why = |status: &dyn std::fmt::Display| {
                 let tail = last_line(&out.stderr);
-                if tail.is_empty() { format!("{} {status}", self.argv[0]) } else { format!("{} {status}: {tail}", self.argv[0]) }
+                if tail.is_empty() {
+                    format!("{} {status}", self.argv[0])
+                } else {
+                    format!("{} {status}: {tail}", self.argv[0])
+                }
             };
             match out.status.code() {
                 Some(0) => Ok(()),

@@ -63,7 +63,7 @@ pub trait Handler: Send + Sync + 'static {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Builtin;
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 struct SleepArgs {
     #[serde(default)]
     ms: u64,
@@ -75,26 +75,19 @@ struct FailArgs {
     p: f64,
 }
 
+impl Default for FailArgs {
+    fn default() -> Self {
+        FailArgs { p: always() }
+    }
+}
+
 fn always() -> f64 {
     1.0
 }
 
-fn args<'a, T: serde::Deserialize<'a> + Default>(job: &'a JobContext) -> T
-where
-{
+/// The payload as `T`; a payload that does not fit takes the defaults.
+fn args<T: serde::de::DeserializeOwned + Default>(job: &JobContext) -> T {
     serde_json::from_str(job.payload.get()).unwrap_or_default()
-}
-
-impl Default for SleepArgs {
-    fn default() -> Self {
-        SleepArgs { ms: 0 }
-    }
-}
-
-impl Default for FailArgs {
-    fn default() -> Self {
-        FailArgs { p: 1.0 }
-    }
 }
 
 impl Handler for Builtin {

@@ -53,11 +53,8 @@ impl Handler for HttpHandler {
                 .header("idempotency-key", job.idempotency_key.as_deref().unwrap_or(&job.id))
                 .body(Full::new(Bytes::copy_from_slice(job.payload.get().as_bytes())))
                 .map_err(|e| HandlerError::permanent(format!("building the request: {e}")))?;
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| HandlerError::retry(format!("POST {}: {e}", self.url)))?;
+            let resp =
+                self.client.request(req).await.map_err(|e| HandlerError::retry(format!("POST {}: {e}", self.url)))?;
             let status = resp.status();
             let after = retry_after(resp.headers());
             // Read the body so the connection goes back to the pool.
@@ -66,7 +63,8 @@ impl Handler for HttpHandler {
                 return Ok(());
             }
             let excerpt: String = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
-            let message = format!("POST {} returned {status}{}{excerpt}", self.url, if excerpt.is_empty() { "" } else { ": " });
+            let message =
+                format!("POST {} returned {status}{}{excerpt}", self.url, if excerpt.is_empty() { "" } else { ": " });
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 Err(HandlerError::Retry { message, after })
             } else {

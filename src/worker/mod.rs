@@ -20,8 +20,8 @@
 pub mod breaker;
 pub mod exec;
 pub mod handler;
-pub mod http;
 mod heartbeat;
+pub mod http;
 mod pipeline;
 mod settle;
 mod weights;

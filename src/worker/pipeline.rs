@@ -49,12 +49,19 @@ pub(super) async fn execute(shared: &Shared, qi: usize, job: Leased, tx: &Unboun
             return send(lease, op, None);
         }
     };
-    let span = tracing::info_span!("job", id = %lease.id, queue = %slot.name, kind = %stored.kind, attempt = job.attempt);
+    let span =
+        tracing::info_span!("job", id = %lease.id, queue = %slot.name, kind = %stored.kind, attempt = job.attempt);
     let (lease, op) = run_stages(shared, qi, lease, &stored, job.attempt).instrument(span).await;
     send(lease, op, Some(&stored.kind));
 }
 
-async fn run_stages(shared: &Shared, qi: usize, mut lease: LeaseRef, job: &StoredJob<'_>, attempt: u32) -> (LeaseRef, Op) {
+async fn run_stages(
+    shared: &Shared,
+    qi: usize,
+    mut lease: LeaseRef,
+    job: &StoredJob<'_>,
+    attempt: u32,
+) -> (LeaseRef, Op) {
     let slot = &shared.queues[qi];
     let cfg = &shared.cfg;
 

@@ -31,9 +31,7 @@ impl Weighted {
     /// The queue to take from next, or `None` if every queue is marked empty.
     pub fn pick(&self) -> Option<usize> {
         let now = Instant::now();
-        (0..self.weights.len())
-            .filter(|&i| self.eligible(i, now))
-            .max_by_key(|&i| (self.credit[i], self.weights[i]))
+        (0..self.weights.len()).filter(|&i| self.eligible(i, now)).max_by_key(|&i| (self.credit[i], self.weights[i]))
     }
 
     /// Records that `n` jobs were taken from queue `i`.

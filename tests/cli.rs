@@ -1,0 +1,111 @@
+//! The command line as users meet it: produce, inspect, admin, exit codes,
+//! and bad input rejected whole with the line and field named.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn keys_of(redis: &Redis, ns: &str) -> Vec<String> {
+    redis.lines(&["KEYS", &format!("{ns}:*")])
+}
+
+#[test]
+fn produce_from_flags_file_and_stdin_with_json_output() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "produce");
+    assert_eq!(d.ok(&["produce", "--kind", "noop", "--count", "3"]).trim(), "enqueued 3 job(s), 0 duplicate(s)");
+    let f = ndjson(&[
+        r#"{"kind":"noop","id":"j1"}"#.into(),
+        r#"{"kind":"noop","id":"j1"}"#.into(),
+        r#"{"kind":"echo","queue":"other","payload":{"a":[1,2]}}"#.into(),
+    ]);
+    let out = d.ok(&["produce", "--file", f.path().to_str().unwrap(), "--json"]);
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0], serde_json::json!({"id":"j1","queue":"default","status":"enqueued"}));
+    assert_eq!(lines[1], serde_json::json!({"id":"j1","queue":"default","status":"duplicate"}));
+    assert_eq!(lines[2]["queue"], "other");
+    assert_eq!(lines[2]["id"].as_str().unwrap().len(), 26);
+    let o = d.run_stdin(&["produce", "--file", "-", "--queue", "fromstdin"], r#"[{"kind":"noop"},{"kind":"noop"}]"#);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(d.stat("default", "pending"), 4);
+    assert_eq!(d.stat("other", "pending"), 1);
+    assert_eq!(d.stat("fromstdin", "pending"), 2);
+    let q = d.ok(&["inspect", "queues"]);
+    assert_eq!(q.lines().collect::<Vec<_>>(), ["default", "fromstdin", "other"]);
+}
+
+#[test]
+fn invalid_input_exits_2_names_line_and_field_and_writes_nothing() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "badinput");
+    let good = r#"{"kind":"noop"}"#.to_string();
+    let big = format!(r#"{{"kind":"noop","payload":"{}"}}"#, "x".repeat(1 << 20));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![good.clone(), "{not json".into()], "line 2: invalid JSON"),
+        (vec![good.clone(), good.clone(), r#"{"payload":1}"#.into()], "line 3: field \"kind\": missing"),
+        (vec![r#"{"kind":"a","max_retries":"x"}"#.into()], "line 1: field \"max_retries\": expected an integer"),
+        (vec![r#"{"kind":"a","delay":5}"#.into()], "line 1: field \"delay\""),
+        (vec![r#"{"kind":"a","surprise":5}"#.into()], "line 1: field \"surprise\": unknown field"),
+        (vec![r#"{"kind":"a","queue":"has space"}"#.into()], "line 1: field \"queue\""),
+        (vec![good.clone(), big], "line 2: job spec is"),
+        (vec![r#"[{"kind":"a"},{"kind":""}]"#.into()], "item 1: field \"kind\": must not be empty"),
+    ];
+    for (lines, want) in cases {
+        let f = ndjson(&lines);
+        let o = d.run(&["produce", "--file", f.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{want}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "want {want:?} in {:?}", stderr(&o));
+        assert!(stderr(&o).starts_with("dtq: "), "{}", stderr(&o));
+    }
+    for args in [
+        vec!["produce", "--kind", "noop", "--payload", "{bad"],
+        vec!["produce", "--kind", "noop", "--bogus-flag"],
+        vec!["produce", "--file", "/nonexistent/jobs.ndjson"],
+        vec!["produce", "--kind", "noop", "--queue", "a{b}"],
+        vec!["produce", "--kind", "noop", "--delay", "-5s"],
+        vec!["work", "--queues", "a:0"],
+        vec!["work", "--rate-limit", "x=0/s"],
+    ] {
+        let o = d.run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    assert!(keys_of(&redis, &d.ns).is_empty(), "bad input must write nothing");
+}
+
+#[test]
+fn a_missing_redis_is_exit_1_with_the_url_and_no_password() {
+    let port = free_port();
+    let d = Dtq { url: format!("redis://user:hunter2@127.0.0.1:{port}"), ns: "t".into() };
+    for args in [vec!["produce", "--kind", "noop"], vec!["inspect", "stats"], vec!["admin", "pause", "q"]] {
+        let started = std::time::Instant::now();
+        let o = d.run(&[args.as_slice(), &["--connect-timeout", "1s"]].concat());
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert!(err.contains(&format!("redis://user:***@127.0.0.1:{port}")), "{err}");
+        assert!(!err.contains("hunter2"), "password leaked: {err}");
+        assert!(started.elapsed() < Duration::from_secs(8));
+    }
+}
+
+#[test]
+fn admin_pause_resume_cancel_and_purge() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "admin");
+    let f = ndjson(&[r#"{"kind":"noop","id":"x1"}"#.into(), r#"{"kind":"noop","id":"x2","delay":"1h"}"#.into()]);
+    d.ok(&["produce", "--file", f.path().to_str().unwrap()]);
+    assert!(d.ok(&["admin", "pause", "default"]).contains("paused"));
+    assert_eq!(d.stats("default")["paused"], true);
+    d.ok(&["admin", "resume", "default"]);
+    assert_eq!(d.stats("default")["paused"], false);
+    assert!(d.ok(&["admin", "cancel", "--id", "x2"]).contains("cancelled job x2"));
+    assert_eq!(d.stat("default", "scheduled"), 0);
+    let o = d.run(&["admin", "cancel", "--id", "x2"]);
+    assert_eq!(o.status.code(), Some(1));
+    let job: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "job", "x1", "--json"])).unwrap();
+    assert_eq!(job["state"], "pending");
+    assert_eq!(job["kind"], "noop");
+    assert!(d.ok(&["admin", "purge", "--queue", "default", "--pending"]).contains("purged 1 pending"));
+    assert_eq!(d.stat("default", "pending"), 0);
+}

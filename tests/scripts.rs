@@ -1,0 +1,337 @@
+//! Each Lua script's transitions, driven through the library's `Broker`
+//! against a real Redis: seed, call, and compare the resulting state.
+
+mod common;
+
+use common::Redis;
+use dtq::broker::{connect::parse_target, Broker, Cancel, FailTo, Guard, LeaseRef, NewJob, TlsFiles};
+use dtq::keys::QueueKeys;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A namespace unique to this test run.
+fn unique(ns: &str) -> String {
+    format!("{ns}-{}", std::process::id())
+}
+
+async fn broker(redis: &Redis, ns: &str) -> Broker {
+    let target = parse_target(&redis.url, &TlsFiles::default()).unwrap();
+    Broker::connect(target, ns, Some(Duration::from_secs(5))).await.unwrap()
+}
+
+fn job(id: &str) -> NewJob {
+    NewJob {
+        id: id.into(),
+        body: format!(r#"{{"k":"noop","p":null,"r":1,"e":0,"x":"{id}"}}"#),
+        delay_ms: 0,
+        run_at_ms: 0,
+        marker: None,
+    }
+}
+
+/// Every key of the namespace with its members (scores and hash values that
+/// hold tokens or times left out), for whole-state comparisons.
+fn dump(redis: &Redis, ns: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for key in redis.lines(&["KEYS", &format!("{ns}:*")]) {
+        let short = key.trim_start_matches(&format!("{ns}:")).to_string();
+        let kind = redis.cli(&["TYPE", &key]).trim().to_string();
+        let mut members = match kind.as_str() {
+            "list" => redis.lines(&["LRANGE", &key, "0", "-1"]),
+            "zset" => redis.lines(&["ZRANGE", &key, "0", "-1"]),
+            "set" => redis.lines(&["SMEMBERS", &key]),
+            "hash" if short.ends_with(":stats") || short.ends_with(":attempts") => {
+                let kv = redis.lines(&["HGETALL", &key]);
+                kv.chunks(2).map(|c| format!("{}={}", c[0], c[1])).collect()
+            }
+            "hash" => redis.lines(&["HKEYS", &key]),
+            _ => vec![redis.cli(&["GET", &key]).trim().to_string()],
+        };
+        if kind != "list" {
+            members.sort();
+        }
+        out.insert(short, members);
+    }
+    out
+}
+
+fn state(entries: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    entries.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+}
+
+fn lease(id: &str, token: &str) -> LeaseRef {
+    LeaseRef { id: id.into(), token: token.into(), lock: None }
+}
+
+#[tokio::test]
+async fn enqueue_puts_ready_jobs_in_pending_delayed_in_scheduled_and_reports_duplicates() {
+    let redis = Redis::shared();
+    let ns = &unique("t-enqueue");
+    let b = broker(&redis, ns).await;
+    let k = b.keys("q");
+    let mut delayed = job("c");
+    delayed.delay_ms = 60_000;
+    let mut marked = job("d");
+    marked.marker = Some(k.done("d"));
+    redis.cli(&["SET", &k.done("d"), "1"]);
+    let r = b.enqueue(&k, &[job("a"), job("b"), delayed, job("a"), marked]).await.unwrap();
+    assert_eq!(r, [true, true, true, false, false]);
+    assert_eq!(
+        dump(&redis, ns),
+        state(&[
+            ("{q}:pending", &["b", "a"]),
+            ("{q}:scheduled", &["c"]),
+            ("{q}:jobs", &["a", "b", "c"]),
+            ("{q}:stats", &["enqueued=3"]),
+            ("{q}:signal", &["1"]),
+            ("{q}:done:d", &["1"]),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn dequeue_leases_in_fifo_order_with_tokens_and_attempts() {
+    let redis = Redis::shared();
+    let ns = &unique("t-dequeue");
+    let b = broker(&redis, ns).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
+    let got = b.dequeue(&k, 2, Duration::from_secs(30), "w:1:").await.unwrap();
+    let ids: Vec<_> = got.iter().map(|j| (j.id.as_str(), j.attempt, j.token.as_str())).collect();
+    assert_eq!(ids, [("a", 1, "w:1:1"), ("b", 1, "w:1:2")]);
+    assert!(got[0].body.as_deref().unwrap().contains("\"x\":\"a\""));
+    assert_eq!(redis.lines(&["HGETALL", &k.leases]), ["a", "w:1:1", "b", "w:1:2"]);
+    let deadline: f64 = redis.cli(&["ZSCORE", &k.inflight, "a"]).trim().parse().unwrap();
+    let now = dtq::job::now_ms() as f64;
+    assert!((deadline - now - 30_000.0).abs() < 2_000.0, "deadline {deadline} vs now {now}");
+    let mut s = dump(&redis, ns);
+    s.remove("{q}:leases");
+    assert_eq!(
+        s,
+        state(&[
+            ("{q}:pending", &["c"]),
+            ("{q}:inflight", &["a", "b"]),
+            ("{q}:jobs", &["a", "b", "c"]),
+            ("{q}:attempts", &["a=1", "b=1"]),
+            ("{q}:stats", &["enqueued=3"]),
+            ("{q}:signal", &["1"]),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_paused_queue_gives_nothing_until_resumed() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-pause")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a")]).await.unwrap();
+    b.set_paused(&k, true).await.unwrap();
+    assert!(b.dequeue(&k, 10, Duration::from_secs(5), "w:").await.unwrap().is_empty());
+    b.set_paused(&k, false).await.unwrap();
+    assert_eq!(b.dequeue(&k, 10, Duration::from_secs(5), "w:").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn ack_completes_the_job_and_a_stale_token_changes_nothing() {
+    let redis = Redis::shared();
+    let ns = &unique("t-ack");
+    let b = broker(&redis, ns).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:").await.unwrap();
+    let before = dump(&redis, ns);
+    let stale = b.ack(&k, &[(&lease("a", "w:9"), &[])], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stale, [false]);
+    assert_eq!(dump(&redis, ns), before, "a stale ack must change nothing");
+    let markers = vec![k.done("a")];
+    let r = b.ack(&k, &[(&lease("a", "w:1"), &markers)], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(r, [true]);
+    let mut s = dump(&redis, ns);
+    s.remove("{q}:leases");
+    assert_eq!(
+        s,
+        state(&[
+            ("{q}:inflight", &["b"]),
+            ("{q}:jobs", &["b"]),
+            ("{q}:attempts", &["b=1"]),
+            ("{q}:stats", &["enqueued=2", "processed=1"]),
+            ("{q}:signal", &["1"]),
+            ("{q}:done:a", &["1"]),
+        ])
+    );
+    let ttl = redis.int(&["PTTL", &k.done("a")]);
+    assert!(ttl > 50_000 && ttl <= 60_000, "marker ttl {ttl}");
+}
+
+#[tokio::test]
+async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
+    let redis = Redis::shared();
+    let ns = &unique("t-fail");
+    let b = broker(&redis, ns).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:").await.unwrap();
+    assert_eq!(b.fail(&k, &[(&lease("a", "nope"), FailTo::Dead, "x")]).await.unwrap(), [false]);
+    let r = b
+        .fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom"), (&lease("b", "w:2"), FailTo::Dead, "fatal")])
+        .await
+        .unwrap();
+    assert_eq!(r, [true, true]);
+    let mut s = dump(&redis, ns);
+    s.remove("{q}:signal");
+    assert_eq!(
+        s,
+        state(&[
+            ("{q}:scheduled", &["a"]),
+            ("{q}:dead", &["b"]),
+            ("{q}:jobs", &["a", "b"]),
+            ("{q}:attempts", &["a=1", "b=1"]),
+            ("{q}:errors", &["a", "b"]),
+            ("{q}:stats", &["dead_lettered=1", "enqueued=2", "failed=2", "retried=1"]),
+        ])
+    );
+    assert_eq!(redis.cli(&["HGET", &k.errors, "b"]).trim(), "fatal");
+    let due: f64 = redis.cli(&["ZSCORE", &k.scheduled, "a"]).trim().parse().unwrap();
+    assert!(due > dtq::job::now_ms() as f64 + 55_000.0);
+}
+
+#[tokio::test]
+async fn release_hands_a_job_back_without_spending_an_attempt() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-release")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:").await.unwrap();
+    let r =
+        b.release(&k, &[(&lease("a", "w:1"), 0), (&lease("b", "w:2"), 60_000), (&lease("c", "w:3"), 0)]).await.unwrap();
+    assert_eq!(r, [true, true, false]);
+    // "a" goes to the head of the line: the next dequeue takes it first.
+    assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["c", "a"]);
+    assert_eq!(redis.lines(&["ZRANGE", &k.scheduled, "0", "-1"]), ["b"]);
+    assert_eq!(redis.int(&["HLEN", &k.attempts]), 0);
+    assert_eq!(redis.int(&["ZCARD", &k.inflight]), 0);
+    let next = b.dequeue(&k, 1, Duration::from_secs(30), "w2:").await.unwrap();
+    assert_eq!((next[0].id.as_str(), next[0].attempt), ("a", 1));
+}
+
+#[tokio::test]
+async fn heartbeat_extends_live_leases_only() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-heartbeat")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a")]).await.unwrap();
+    b.dequeue(&k, 1, Duration::from_secs(1), "w:").await.unwrap();
+    let r = b.heartbeat(&k, Duration::from_secs(100), &[&lease("a", "w:1"), &lease("a", "old")]).await.unwrap();
+    assert_eq!(r, [true, false]);
+    let deadline: f64 = redis.cli(&["ZSCORE", &k.inflight, "a"]).trim().parse().unwrap();
+    assert!(deadline > dtq::job::now_ms() as f64 + 90_000.0);
+}
+
+#[tokio::test]
+async fn recover_requeues_expired_leases_and_dead_letters_exhausted_jobs() {
+    let redis = Redis::shared();
+    let ns = &unique("t-recover");
+    let b = broker(&redis, ns).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
+    b.dequeue(&k, 3, Duration::from_millis(300), "w:").await.unwrap();
+    b.heartbeat(&k, Duration::from_secs(60), &[&lease("c", "w:3")]).await.unwrap();
+    // "b" already used its one retry: its lost attempt was its last.
+    redis.cli(&["HSET", &k.attempts, "b", "2"]);
+    assert_eq!(b.recover(&k, 100).await.unwrap(), (0, 0, false));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.recover(&k, 100).await.unwrap(), (1, 1, false));
+    assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["a"]);
+    assert_eq!(redis.lines(&["ZRANGE", &k.dead, "0", "-1"]), ["b"]);
+    assert_eq!(redis.lines(&["ZRANGE", &k.inflight, "0", "-1"]), ["c"]);
+    assert!(redis.cli(&["HGET", &k.errors, "b"]).contains("lease expired"));
+    // The old lease of "a" is fenced off.
+    assert_eq!(b.ack(&k, &[(&lease("a", "w:1"), &[])], Duration::from_secs(1)).await.unwrap(), [false]);
+    // The attempt counts: the next delivery is attempt 2.
+    let again = b.dequeue(&k, 1, Duration::from_secs(30), "w2:").await.unwrap();
+    assert_eq!((again[0].id.as_str(), again[0].attempt), ("a", 2));
+    assert_eq!(redis.cli(&["HGET", &k.stats, "recovered"]).trim(), "1");
+}
+
+#[tokio::test]
+async fn promote_moves_due_jobs_and_reports_the_next_due_time() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-promote")).await;
+    let k = b.keys("q");
+    let mut soon = job("soon");
+    soon.delay_ms = 100;
+    let mut later = job("later");
+    later.delay_ms = 60_000;
+    b.enqueue(&k, &[soon, later]).await.unwrap();
+    let (moved, wait) = b.promote(&k, 10).await.unwrap();
+    assert_eq!(moved, 0);
+    assert!(wait.unwrap() <= 100);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (moved, wait) = b.promote(&k, 10).await.unwrap();
+    assert_eq!(moved, 1);
+    assert!(wait.unwrap() > 50_000);
+    assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["soon"]);
+}
+
+#[tokio::test]
+async fn requeue_purge_and_cancel() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-admin")).await;
+    let k: QueueKeys = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b"), job("c"), job("d")]).await.unwrap();
+    b.dequeue(&k, 3, Duration::from_secs(30), "w:").await.unwrap();
+    b.fail(&k, &[(&lease("a", "w:1"), FailTo::Dead, "e1"), (&lease("b", "w:2"), FailTo::Dead, "e2")]).await.unwrap();
+    assert_eq!(b.cancel(&k, "c").await.unwrap(), Cancel::Running);
+    assert_eq!(b.cancel(&k, "a").await.unwrap(), Cancel::Dead);
+    assert_eq!(b.cancel(&k, "zz").await.unwrap(), Cancel::NotFound);
+    assert_eq!(b.cancel(&k, "d").await.unwrap(), Cancel::Cancelled);
+    assert_eq!(redis.int(&["LLEN", &k.pending]), 0);
+    assert_eq!(redis.int(&["HEXISTS", &k.jobs, "d"]), 0);
+    assert_eq!(b.requeue(&k, &["a".to_string(), "zz".to_string()], 1).await.unwrap(), 1);
+    assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["a"]);
+    assert_eq!(redis.int(&["HEXISTS", &k.attempts, "a"]), 0, "fresh retry budget");
+    assert_eq!(b.purge(&k, "dead", 10).await.unwrap(), 1);
+    assert_eq!(b.purge(&k, "pending", 10).await.unwrap(), 1);
+    assert_eq!(redis.lines(&["HKEYS", &k.jobs]), ["c"]);
+}
+
+#[tokio::test]
+async fn the_idempotency_guard_locks_detects_completion_and_survives_a_stale_ack() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-guard")).await;
+    let k = b.keys("q");
+    let (done, lock) = (k.done("key"), k.lock("key"));
+    let ttl = Duration::from_secs(30);
+    assert_eq!(b.guard(&done, &lock, "t1", ttl).await.unwrap(), Guard::Acquired);
+    assert_eq!(b.guard(&done, &lock, "t2", ttl).await.unwrap(), Guard::Held);
+    assert_eq!(b.guard(&done, &lock, "t1", ttl).await.unwrap(), Guard::Acquired, "re-entrant for its holder");
+    // An ack whose lease is stale still records the effect and frees the lock.
+    let l = LeaseRef { id: "gone".into(), token: "t1".into(), lock: Some(lock.clone()) };
+    let markers = vec![done.clone()];
+    assert_eq!(b.ack(&k, &[(&l, &markers)], Duration::from_secs(60)).await.unwrap(), [false]);
+    assert_eq!(redis.int(&["EXISTS", &lock]), 0);
+    assert_eq!(b.guard(&done, &lock, "t2", ttl).await.unwrap(), Guard::Completed);
+}
+
+#[tokio::test]
+async fn the_rate_limit_script_allows_n_per_window_then_says_how_long_to_wait() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-ratelimit")).await;
+    let period = Duration::from_millis(500);
+    for i in 0..3 {
+        assert_eq!(b.rate_limit("charge", 3, period, &format!("m{i}")).await.unwrap(), None);
+    }
+    let wait = b.rate_limit("charge", 3, period, "m4").await.unwrap().expect("over the limit");
+    assert!(wait > 0 && wait <= 500, "{wait}");
+    tokio::time::sleep(Duration::from_millis(wait + 20)).await;
+    assert_eq!(b.rate_limit("charge", 3, period, "m5").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_a_script_flush() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-noscript")).await;
+    let k = b.keys("q");
+    redis.cli(&["SCRIPT", "FLUSH"]);
+    assert_eq!(b.enqueue(&k, &[job("a")]).await.unwrap(), [true]);
+}
