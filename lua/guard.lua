@@ -5,7 +5,8 @@
 -- KEYS[2] lock       STRING execution lock of the key (value = lease token)
 --
 -- ARGV[1] lease token of this attempt
--- ARGV[2] lock ttl (ms); the worker's heartbeat renews it while the handler runs
+-- ARGV[2] lock ttl (ms): the job's timeout plus a margin, the longest the
+--         handler can run, so a copy redelivered while it still runs waits
 --
 -- Returns: 2 = the key already completed (acknowledge without running),
 -- 1 = lock taken (run the handler), 0 = another live execution holds the lock

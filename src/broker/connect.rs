@@ -95,12 +95,20 @@ pub async fn connect(
         let error = match attempt {
             Ok(Ok(_task)) => return Ok(client),
             Ok(Err(e)) => describe(&e),
-            Err(_) => "connection attempt timed out".to_string(),
+            Err(_) => {
+                let _ = client.quit().await;
+                "connection attempt timed out".to_string()
+            }
         };
-        let _ = client.quit().await;
-        // Authentication and configuration errors will not fix themselves.
+        // Authentication and certificate errors will not fix themselves.
         if error.contains("WRONGPASS") || error.contains("NOAUTH") || error.contains("NOPERM") {
-            return Err(format!("cannot connect to Redis at {}: {error}", target.redacted));
+            return Err(format!("cannot connect to Redis at {}: authentication failed: {error}", target.redacted));
+        }
+        if error.contains("InvalidCertificate") || error.contains("certificate") {
+            return Err(format!(
+                "cannot connect to Redis at {}: TLS certificate rejected ({error}); trust its CA with --tls-ca-file",
+                target.redacted
+            ));
         }
         if let Some(limit) = give_up_after {
             if started.elapsed() + delay > limit {

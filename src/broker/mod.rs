@@ -289,22 +289,20 @@ impl Broker {
         flags("release", v, jobs.len())
     }
 
-    /// Extends the leases (and locks) of running jobs; `false` = lease lost.
+    /// Extends the leases of running jobs; `false` = lease lost.
     pub async fn heartbeat(
         &self,
         k: &QueueKeys,
         visibility: Duration,
         jobs: &[&LeaseRef],
     ) -> Result<Vec<bool>, BrokerError> {
-        let mut keys: Vec<&str> = vec![&k.inflight, &k.leases];
-        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
+        let keys: [&str; 2] = [&k.inflight, &k.leases];
+        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 2);
         args.push(Value::Integer(visibility.as_millis() as i64));
         args.push(Value::Integer(jobs.len() as i64));
         for lease in jobs {
             args.push(lease.id.as_str().into());
             args.push(lease.token.as_str().into());
-            args.push(Value::Integer(lease.lock.is_some() as i64));
-            keys.extend(lease.lock.as_deref());
         }
         let v = eval(&self.client, &self.scripts.heartbeat, "heartbeat", &keys, args).await?;
         flags("heartbeat", v, jobs.len())

@@ -90,16 +90,16 @@ async fn run_stages(
         }
     }
 
-    // 3. Idempotency guard.
+    // 3. Idempotency guard. The lock outlives the lease: it lasts as long as
+    // the handler may run, so a copy redelivered after this worker's lease
+    // expired (a stall, a partition) waits instead of running in parallel.
+    let timeout = job.timeout_ms.map(Duration::from_millis).unwrap_or(cfg.job_timeout);
     let markers: Vec<String> = job.markers(&lease.id).map(|m| slot.keys.done(m)).collect();
     if let Some(key) = job.effective_key(&lease.id) {
         let lock = slot.keys.lock(key);
-        match shared.broker.guard(&slot.keys.done(key), &lock, &lease.token, cfg.visibility_timeout).await {
-            Ok(Guard::Acquired) => {
-                lease.lock = Some(lock);
-                // Re-register so the heartbeat renews the lock with the lease.
-                shared.hold(qi, &lease);
-            }
+        let ttl = timeout + cfg.visibility_timeout;
+        match shared.broker.guard(&slot.keys.done(key), &lock, &lease.token, ttl).await {
+            Ok(Guard::Acquired) => lease.lock = Some(lock),
             Ok(Guard::Completed) => {
                 tracing::info!(key, "duplicate: idempotency key already completed; acknowledging without running");
                 return (lease, Op::Ack(markers));
@@ -116,7 +116,6 @@ async fn run_stages(
     }
 
     // 4. The handler, under its timeout, until the hard stop.
-    let timeout = job.timeout_ms.map(Duration::from_millis).unwrap_or(cfg.job_timeout);
     let ctx = JobContext {
         id: lease.id.clone(),
         queue: slot.name.clone(),

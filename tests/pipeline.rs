@@ -1,0 +1,338 @@
+//! The execution pipeline: idempotency guard, distributed rate limiter,
+//! circuit breaker, the HTTP push handler, and secured Redis (ACL, TLS).
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const FAST: &[&str] = &["--backoff-base", "50ms", "--backoff-max", "200ms", "--reap-interval", "100ms"];
+
+fn idempotency_run(d: &Dtq) {
+    let ledger = Ledger::new();
+    let exec = ledger.exec("sleep 0.02");
+    let lines: Vec<String> =
+        (0..200).map(|i| format!(r#"{{"kind":"pay","idempotency_key":"key-{}","payload":{i}}}"#, i % 50)).collect();
+    let f = ndjson(&lines);
+    d.ok(&["produce", "--file", f.path().to_str().unwrap()]);
+    let _a = d.worker(&[&["--exec", &exec, "--concurrency", "8"], FAST].concat());
+    let _b = d.worker(&[&["--exec", &exec, "--concurrency", "8"], FAST].concat());
+    wait_until(Duration::from_secs(30), || d.stat("default", "processed") == 200);
+    assert_eq!(ledger.entries().len(), 50, "the handler runs once per idempotency key");
+    assert_eq!(d.stat("default", "failed"), 0);
+}
+
+#[test]
+fn jobs_sharing_idempotency_keys_run_the_handler_once_per_key() {
+    idempotency_run(&Dtq::new(&Redis::shared(), "idem"));
+}
+
+#[test]
+fn jobs_sharing_idempotency_keys_run_once_per_key_on_a_cluster() {
+    idempotency_run(&Cluster::shared().dtq("idem-cluster"));
+}
+
+#[test]
+fn a_job_redelivered_while_it_still_runs_has_its_effect_once() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "redeliver");
+    let ledger = Ledger::new();
+    let effects = ledger.dir.path().join("effects");
+    let exec = ledger.exec(&format!("sleep 1.5; echo done >> {}", effects.display()));
+    d.ok(&["produce", "--kind", "pay", "--idempotency-key", "order-7"]);
+    let args = [&["--exec", exec.as_str(), "--visibility-timeout", "1s", "--job-timeout", "20s"], FAST].concat();
+    let stalled = d.worker(&[args.as_slice(), &["--no-reaper"]].concat());
+    wait_until(Duration::from_secs(10), || ledger.entries().len() == 1);
+    // Freeze the worker (not its handler process): its lease expires and the
+    // job is recovered and handed to the other worker while it still runs.
+    stalled.signal("STOP");
+    let _other = d.worker(&args);
+    wait_until(Duration::from_secs(10), || {
+        redis.cli(&["HGET", &format!("{}:{{default}}:stats", d.ns), "recovered"]).trim() == "1"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(read_lines(&effects).len(), 1, "the first execution finished while its worker was frozen");
+    stalled.signal("CONT");
+    wait_until(Duration::from_secs(15), || d.stat("default", "processed") == 1);
+    assert_eq!(ledger.entries().len(), 1, "the handler must not run a second time");
+    assert_eq!(read_lines(&effects).len(), 1);
+    stalled.wait_log("late result discarded", Duration::from_secs(5));
+}
+
+fn rate_limited_run(d: &Dtq) {
+    d.ok(&["produce", "--kind", "noop", "--count", "600"]);
+    let workers: Vec<Proc> = (0..4).map(|_| d.worker(&["--rate-limit", "noop=50/1s", "--concurrency", "8"])).collect();
+    wait_until(Duration::from_secs(10), || d.stat("default", "processed") >= 50);
+    let (t0, n0) = (Instant::now(), d.stat("default", "processed"));
+    std::thread::sleep(Duration::from_secs(10));
+    let (secs, n1) = (t0.elapsed().as_secs_f64(), d.stat("default", "processed"));
+    let rate = (n1 - n0) as f64 / secs;
+    eprintln!("rate limit 50/1s with 4 workers: measured {rate:.1} jobs/s over {secs:.1}s");
+    assert!(rate <= 55.0, "combined rate {rate:.1}/s over the 50/s limit");
+    assert!(rate >= 40.0, "combined rate {rate:.1}/s far under the limit");
+    wait_until(Duration::from_secs(15), || d.stat("default", "processed") == 600);
+    let s = d.stats("default");
+    assert_eq!((s["failed"].as_u64(), s["dead"].as_u64()), (Some(0), Some(0)), "deferrals are not failures");
+    drop(workers);
+}
+
+#[test]
+fn a_rate_limit_is_shared_by_four_workers() {
+    rate_limited_run(&Dtq::new(&Redis::shared(), "ratelimit"));
+}
+
+#[test]
+fn the_circuit_breaker_opens_defers_and_closes_again() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "breaker");
+    let ledger = Ledger::new();
+    let broken = ledger.dir.path().join("broken");
+    std::fs::write(&broken, "").unwrap();
+    let exec = ledger.exec(&format!("[ -e {} ] && exit 75; exit 0", broken.display()));
+    d.ok(&["produce", "--kind", "partner", "--count", "100", "--max-retries", "3"]);
+    let _w = d.worker(
+        &[
+            &[
+                "--exec",
+                &exec,
+                "--concurrency",
+                "2",
+                "--breaker-min-calls",
+                "6",
+                "--breaker-window",
+                "10s",
+                "--breaker-cooldown",
+                "1s",
+            ],
+            FAST,
+        ]
+        .concat(),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let calls_while_broken = ledger.entries().len();
+    eprintln!("handler calls in 4 s of outage: {calls_while_broken} (100 jobs waiting)");
+    assert!(calls_while_broken >= 6, "the breaker needs its minimum calls first");
+    assert!(calls_while_broken <= 30, "{calls_while_broken} calls: the open breaker did not hold jobs back");
+    std::fs::remove_file(&broken).unwrap();
+    wait_until(Duration::from_secs(30), || d.stat("default", "processed") == 100);
+    let s = d.stats("default");
+    assert_eq!(s["dead"], 0, "no job may exhaust its retries while the breaker is open");
+    assert_eq!(s["failed"].as_u64().unwrap() as usize, calls_while_broken, "only real calls count as failures");
+}
+
+/// A tiny HTTP/1.1 server for the push handler: answers by the job's kind.
+struct TestServer {
+    url: String,
+    seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
+}
+
+fn http_server() -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jobs", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let s = s.clone();
+            std::thread::spawn(move || serve(conn, s));
+        }
+    });
+    TestServer { url, seen }
+}
+
+fn serve(conn: std::net::TcpStream, seen: Arc<Mutex<Vec<HashMap<String, String>>>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            reader.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+        let len: usize = headers.get("content-length").map(|v| v.parse().unwrap()).unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        headers.insert("body".into(), String::from_utf8_lossy(&body).into());
+        let kind = headers.get("x-dtq-kind").cloned().unwrap_or_default();
+        let attempt: u32 = headers.get("x-dtq-attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
+        seen.lock().unwrap().push(headers);
+        let (status, extra) = match (kind.as_str(), attempt) {
+            ("ok", _) => ("200 OK", ""),
+            ("e500", 1) => ("500 Internal Server Error", ""),
+            ("e500", _) => ("200 OK", ""),
+            ("r429", 1) => ("429 Too Many Requests", "Retry-After: 2\r\n"),
+            ("r429", _) => ("200 OK", ""),
+            ("e400", _) => ("400 Bad Request", ""),
+            ("hang", _) => {
+                std::thread::sleep(Duration::from_secs(30));
+                return;
+            }
+            _ => ("404 Not Found", ""),
+        };
+        let body = format!("{status}\n");
+        let resp = format!("HTTP/1.1 {status}\r\n{extra}content-length: {}\r\n\r\n{body}", body.len());
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_http_handler_maps_statuses_to_outcomes_and_honours_retry_after() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "http");
+    let server = http_server();
+    let f = ndjson(&[
+        r#"{"kind":"ok","id":"ok-1","payload":{"amount":42}}"#.into(),
+        r#"{"kind":"e500","id":"e500-1"}"#.into(),
+        r#"{"kind":"r429","id":"r429-1"}"#.into(),
+        r#"{"kind":"e400","id":"e400-1"}"#.into(),
+        r#"{"kind":"hang","id":"hang-1","max_retries":1,"timeout":"500ms"}"#.into(),
+    ]);
+    d.ok(&["produce", "--file", f.path().to_str().unwrap()]);
+    let started = Instant::now();
+    let _w = d.worker(&[&["--http", &server.url], FAST].concat());
+    wait_until(Duration::from_secs(20), || d.stat("default", "processed") == 3 && d.stat("default", "dead") == 2);
+    let seen = server.seen.lock().unwrap().clone();
+    let ok = seen.iter().find(|h| h["x-dtq-kind"] == "ok").unwrap();
+    assert_eq!(ok["body"], r#"{"amount":42}"#);
+    assert_eq!(ok["x-dtq-job-id"], "ok-1");
+    assert_eq!(ok["x-dtq-queue"], "default");
+    assert_eq!(ok["x-dtq-attempt"], "1");
+    assert_eq!(ok["idempotency-key"], "ok-1");
+    assert_eq!(ok["content-type"], "application/json");
+    let attempts = |k: &str| seen.iter().filter(|h| h["x-dtq-kind"] == k).count();
+    assert_eq!((attempts("e500"), attempts("r429"), attempts("e400"), attempts("hang")), (2, 2, 1, 2));
+    assert!(started.elapsed() >= Duration::from_secs(2), "Retry-After: 2 was not honoured");
+    let dead: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "dead-letter", "--json"])).unwrap();
+    let errors: HashMap<String, String> = dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["id"].as_str().unwrap().to_string(), j["error"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(errors["e400-1"].contains("400"), "{errors:?}");
+    assert!(errors["hang-1"].contains("timed out"), "{errors:?}");
+}
+
+#[test]
+fn an_acl_user_connects_and_a_wrong_password_fails_without_leaking_it() {
+    let redis =
+        Redis::start_with(&["--user", "default", "off", "--user", "alice", "on", ">s3cret-pw", "~*", "&*", "+@all"]);
+    let good = Dtq { url: format!("redis://alice:s3cret-pw@127.0.0.1:{}", redis.port), ns: "acl".into() };
+    good.ok(&["produce", "--kind", "noop", "--count", "5"]);
+    let _w = good.worker(&[]);
+    wait_until(Duration::from_secs(10), || good.stat("default", "processed") == 5);
+    let bad = Dtq { url: format!("redis://alice:wrong-pw@127.0.0.1:{}", redis.port), ns: "acl".into() };
+    let o = bad.run(&["inspect", "stats", "--connect-timeout", "2s"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("redis://alice:***@127.0.0.1"), "{err}");
+    assert!(!err.contains("wrong-pw") && !err.contains("s3cret"), "password leaked: {err}");
+    let w = good.spawn(&["work", "--listen", "off", "--redis", &bad.url]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!w.log_text().contains("wrong-pw"), "password in worker log: {}", w.log_text());
+}
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=dtq test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+}
+
+#[test]
+fn rediss_with_a_private_ca_works_end_to_end() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let tls_port = free_port().to_string();
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let (crt, key, ca) = (p("server.crt"), p("server.key"), p("ca.crt"));
+    let _redis = Redis::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &crt,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let d = Dtq { url: format!("rediss://127.0.0.1:{tls_port}"), ns: "tls".into() };
+    let with_ca = |args: &[&str]| -> Vec<String> {
+        args.iter().map(|a| a.to_string()).chain(["--tls-ca-file".to_string(), ca.clone()]).collect()
+    };
+    let o = d.cmd().args(with_ca(&["produce", "--kind", "noop", "--count", "10"])).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let work = with_ca(&["work", "--listen", "off"]);
+    let _w = d.spawn(&work.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_until(Duration::from_secs(10), || {
+        let out = d.cmd().args(with_ca(&["inspect", "stats", "--json"])).output().unwrap();
+        stdout(&out).contains("\"processed\":10")
+    });
+    let o = d.run(&["inspect", "stats", "--connect-timeout", "2s"]);
+    assert_eq!(o.status.code(), Some(1), "an unknown CA must be refused");
+    assert!(stderr(&o).contains("certificate"), "{}", stderr(&o));
+}
