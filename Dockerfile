@@ -34,14 +34,20 @@ RUN mkdir -p src \
 #    touched, so cargo cannot mistake the placeholder for an up-to-date build.
 COPY src ./src
 COPY lua ./lua
+# The release profile keeps line tables for readable panic backtraces (~70 MB
+# binary); --build-arg STRIP=1 strips them (~12 MB).
+ARG STRIP=0
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked \
+    && if [ "$STRIP" = "1" ]; then strip target/release/dtq; fi \
     && ./target/release/dtq --version
 
 # ---------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
 
 # ca-certificates: rustls reads the system roots for rediss:// and --http.
+# Not version-pinned (DL3008): a pin breaks the build at the next Debian
+# security update; rebuild the image regularly instead.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \

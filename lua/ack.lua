@@ -16,16 +16,19 @@
 -- A stale lease (the attempt's lease expired and the job moved on) changes
 -- nothing of the job's state, but its completion markers are still written:
 -- the handler did succeed, so a redelivered copy must not run it again.
+-- The job-state writes are one command per key for the whole batch.
 --
 -- Returns: an array of n integers, 1 = acknowledged, 0 = stale lease.
 local window = ARGV[1]
 local n = tonumber(ARGV[2])
+local ids = {}
+for i = 0, n - 1 do ids[i + 1] = ARGV[3 + i * 4] end
+local tokens = redis.call('HMGET', KEYS[4], unpack(ids))
 local k = 7
 local out = {}
-local done = 0
+local acked = {}
 for i = 0, n - 1 do
   local b = 3 + i * 4
-  local id = ARGV[b]
   local token = ARGV[b + 1]
   local markers = tonumber(ARGV[b + 2])
   local locks = tonumber(ARGV[b + 3])
@@ -37,17 +40,19 @@ for i = 0, n - 1 do
     if redis.call('GET', lock) == token then redis.call('DEL', lock) end
   end
   k = k + markers + locks
-  if redis.call('HGET', KEYS[4], id) == token then
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('HDEL', KEYS[5], id)
-    done = done + 1
+  if tokens[i + 1] == token then
+    acked[#acked + 1] = ids[i + 1]
     out[i + 1] = 1
   else
     out[i + 1] = 0
   end
 end
-if done > 0 then redis.call('HINCRBY', KEYS[6], 'processed', done) end
+if #acked > 0 then
+  redis.call('ZREM', KEYS[1], unpack(acked))
+  redis.call('HDEL', KEYS[2], unpack(acked))
+  redis.call('HDEL', KEYS[3], unpack(acked))
+  redis.call('HDEL', KEYS[4], unpack(acked))
+  redis.call('HDEL', KEYS[5], unpack(acked))
+  redis.call('HINCRBY', KEYS[6], 'processed', #acked)
+end
 return out

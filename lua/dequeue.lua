@@ -14,7 +14,8 @@
 -- ARGV[3] lease token prefix; the i-th job (1-based) gets token prefix .. i
 --
 -- Due scheduled jobs (at most n) are promoted first, so a busy queue runs its
--- retries on time without waiting for the reaper.
+-- retries on time without waiting for the reaper. Every write is one command
+-- for the whole batch.
 --
 -- Returns: a flat array id, body (nil if the body is missing), attempt, ... for
 -- every job leased; empty when the queue is paused or empty.
@@ -34,24 +35,24 @@ if not ids then return {} end
 
 local deadline = now + tonumber(ARGV[2])
 local prefix = ARGV[3]
-local zargs = {}
-local hargs = {}
+local before = redis.call('HMGET', KEYS[4], unpack(ids))
+local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
+local zargs, largs, aargs, out = {}, {}, {}, {}
 for i, id in ipairs(ids) do
+  local attempt = tonumber(before[i] or '0') + 1
   zargs[2 * i - 1] = deadline
   zargs[2 * i] = id
-  hargs[2 * i - 1] = id
-  hargs[2 * i] = prefix .. i
-end
-redis.call('ZADD', KEYS[2], unpack(zargs))
-redis.call('HSET', KEYS[5], unpack(hargs))
-local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
-
-local out = {}
-for i, id in ipairs(ids) do
+  largs[2 * i - 1] = id
+  largs[2 * i] = prefix .. i
+  aargs[2 * i - 1] = id
+  aargs[2 * i] = attempt
   out[3 * i - 2] = id
   out[3 * i - 1] = bodies[i]
-  out[3 * i] = redis.call('HINCRBY', KEYS[4], id, 1)
+  out[3 * i] = attempt
 end
+redis.call('ZADD', KEYS[2], unpack(zargs))
+redis.call('HSET', KEYS[5], unpack(largs))
+redis.call('HSET', KEYS[4], unpack(aargs))
 -- Chain the wake-up: more work is left, so let another idle worker know.
 if redis.call('LLEN', KEYS[1]) > 0 and redis.call('LLEN', KEYS[8]) == 0 then
   redis.call('LPUSH', KEYS[8], 1)

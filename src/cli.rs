@@ -162,6 +162,9 @@ pub struct WorkArgs {
     /// Most jobs leased by one dequeue call
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub max_batch: u64,
+    /// Jobs leased ahead of free slots (default: as many as --concurrency, at most 1000)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub prefetch: Option<u64>,
     /// Reaper: longest sleep between cycles
     #[arg(long, default_value = "500ms", value_parser = config::positive_duration)]
     pub reap_interval: Duration,

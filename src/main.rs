@@ -10,9 +10,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // clap exits 2 on bad usage by itself.
     let cli = Cli::parse();
+    let json = cli.global.log_format == "json";
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if cli.global.log_format == "json" {
+    if json {
         builder.json().with_current_span(true).with_span_list(false).init();
     } else {
         builder.init();
@@ -32,7 +33,12 @@ fn main() -> ExitCode {
             if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("dtq: {e:#}");
+            if json {
+                // Keep stderr ingestible: the last word is a JSON line too.
+                tracing::error!(error = %format!("{e:#}"), "dtq: command failed");
+            } else {
+                eprintln!("dtq: {e:#}");
+            }
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -42,18 +42,29 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Every public metric: name, Prometheus type, help text.
+const ALL: &[(&str, &str, &str)] = &[
+    (PROCESSED, "counter", "Jobs completed successfully."),
+    (FAILED, "counter", "Failed attempts (errors and timeouts)."),
+    (RETRIED, "counter", "Failed attempts scheduled for a retry."),
+    (DEAD_LETTERED, "counter", "Jobs moved to the dead-letter set."),
+    (RECOVERED, "counter", "Expired leases whose jobs were put back in pending."),
+    (ACTIVE, "gauge", "Jobs being processed by this worker now."),
+    (DURATION, "histogram", "Handler run time per attempt, in seconds."),
+    (QUEUE_DEPTH, "gauge", "Jobs per queue and state, sampled by the reaper leader."),
+    (RATE_LIMITED, "counter", "Jobs deferred by the distributed rate limiter."),
+    (CIRCUIT_STATE, "gauge", "Circuit breaker state per kind: 0 closed, 1 half-open, 2 open."),
+    (REAPER_LEADER, "gauge", "1 in the process that holds the reaper lock, else 0."),
+];
+
 fn describe() {
-    describe_counter!(PROCESSED, "Jobs completed successfully.");
-    describe_counter!(FAILED, "Failed attempts (errors and timeouts).");
-    describe_counter!(RETRIED, "Failed attempts scheduled for a retry.");
-    describe_counter!(DEAD_LETTERED, "Jobs moved to the dead-letter set.");
-    describe_counter!(RECOVERED, "Expired leases whose jobs were put back in pending.");
-    describe_gauge!(ACTIVE, "Jobs being processed by this worker now.");
-    describe_histogram!(DURATION, Unit::Seconds, "Handler run time per attempt.");
-    describe_gauge!(QUEUE_DEPTH, "Jobs per queue and state, sampled by the reaper leader.");
-    describe_counter!(RATE_LIMITED, "Jobs deferred by the distributed rate limiter.");
-    describe_gauge!(CIRCUIT_STATE, "Circuit breaker state per kind: 0 closed, 1 half-open, 2 open.");
-    describe_gauge!(REAPER_LEADER, "1 in the process that holds the reaper lock, else 0.");
+    for &(name, kind, help) in ALL {
+        match kind {
+            "counter" => describe_counter!(name, help),
+            "gauge" => describe_gauge!(name, help),
+            _ => describe_histogram!(name, Unit::Seconds, help),
+        }
+    }
     gauge!(REAPER_LEADER).set(0.0);
 }
 
@@ -61,7 +72,15 @@ fn describe() {
 /// histograms do not grow without bound.
 pub fn render(handle: &PrometheusHandle) -> String {
     handle.run_upkeep();
-    handle.render()
+    let mut text = handle.render();
+    // The exporter writes HELP/TYPE only for metrics that have a series; the
+    // contract wants every one from start-up, so add the missing ones.
+    for &(name, kind, help) in ALL {
+        if !text.contains(&format!("# TYPE {name} ")) {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        }
+    }
+    text
 }
 
 /// The series of one (queue, kind).

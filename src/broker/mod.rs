@@ -157,9 +157,10 @@ impl Broker {
         connect::connect(&self.target, self.command_timeout, None).await
     }
 
-    /// True if Redis answers a PING now.
+    /// True if Redis answers a PING within a second. (While fred reconnects
+    /// it queues commands, so an unbounded PING would hang, not fail.)
     pub async fn ping(&self) -> bool {
-        self.client.ping::<String>(None).await.is_ok()
+        matches!(tokio::time::timeout(Duration::from_secs(1), self.client.ping::<String>(None)).await, Ok(Ok(_)))
     }
 
     /// Records `queue` in the set of known queues (idempotent).
@@ -370,6 +371,31 @@ impl Broker {
             Some(0) => Cancel::NotFound,
             _ => return Err(BrokerError::reply("cancel", &v)),
         })
+    }
+
+    /// Deletes a whole queue: every job in every state, its counters, and its
+    /// entry in the set of queues (for `bench`, which cleans up after itself).
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), BrokerError> {
+        let k = self.keys(queue);
+        let keys = vec![
+            k.pending,
+            k.inflight,
+            k.scheduled,
+            k.dead,
+            k.jobs,
+            k.attempts,
+            k.leases,
+            k.errors,
+            k.stats,
+            k.paused,
+            k.signal,
+        ];
+        self.client.del::<i64, _>(keys).await.map_err(|e| BrokerError::redis("delete queue", e))?;
+        self.client
+            .srem::<i64, _, _>(keys::queues(&self.namespace), queue)
+            .await
+            .map(|_| ())
+            .map_err(|e| BrokerError::redis("delete queue", e))
     }
 
     /// Pauses (`true`) or resumes a queue: workers stop taking its jobs.

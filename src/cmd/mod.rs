@@ -4,7 +4,7 @@
 mod admin;
 mod bench;
 mod inspect;
-mod produce;
+pub mod produce;
 mod reap;
 mod work;
 

@@ -20,6 +20,7 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     cfg.backoff_max = a.backoff_max;
     cfg.idempotency_window = g.idempotency_window;
     cfg.max_batch = a.max_batch as usize;
+    cfg.prefetch = a.prefetch.map_or(cfg.concurrency.min(1000), |p| p as usize);
     cfg.rate_limits = crate::config::rate_limits(&a.rate_limit).map_err(super::UsageError)?;
     if !(a.breaker_failure_rate > 0.0 && a.breaker_failure_rate <= 1.0) {
         return usage("--breaker-failure-rate must be in (0, 1]");
@@ -45,9 +46,12 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     let shutdown = super::shutdown_signal();
     let status = Arc::new(Status::default());
     let metrics = crate::metrics::install();
+    // The endpoint has its own stop token, cancelled last, so /ready answers
+    // 503 (and /metrics stays scrapable) during the shutdown grace.
+    let server_stop = tokio_util::sync::CancellationToken::new();
     let server = match a.listen.0 {
         Some(addr) => Some(
-            http::serve(addr, status.clone(), metrics, shutdown.clone())
+            http::serve(addr, status.clone(), metrics, server_stop.clone())
                 .await
                 .map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?,
         ),
@@ -78,7 +82,7 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     if let Some(r) = reaper {
         let _ = r.await;
     }
-    shutdown.cancel();
+    server_stop.cancel();
     if let Some(s) = server {
         let _ = s.await;
     }

@@ -43,7 +43,8 @@ async fn beat_once(shared: &Shared) {
             match shared.broker.heartbeat(&shared.queues[qi].keys, shared.cfg.visibility_timeout, &refs).await {
                 Ok(alive) => {
                     for (lease, ok) in chunk.iter().zip(alive) {
-                        if !ok {
+                        // A lease settled since the snapshot is not lost.
+                        if !ok && shared.holds(qi, lease) {
                             tracing::warn!(id = %lease.id, queue = %shared.queues[qi].name, "lease lost; the job's result will be discarded");
                         }
                     }

@@ -3,9 +3,10 @@
 //! retry).
 //!
 //! Tasks of one worker process:
-//! - the fetch loop (this file): picks a queue by weight, leases a batch of
-//!   at most the free concurrency slots, spawns one execution per job, and
-//!   waits on the queues' wake-up signal when all are empty;
+//! - the fetch loop ([`fetch`]): picks a queue by weight, keeps up to
+//!   `concurrency + prefetch` jobs leased with up to two batched dequeues in
+//!   flight, starts one execution per free slot, and waits on the queues'
+//!   wake-up signal when all are empty;
 //! - executions ([`pipeline`]): one task per job, each ending in exactly one
 //!   settlement sent to the settler;
 //! - the settler ([`settle`]): coalesces settlements into batched script calls;
@@ -19,6 +20,7 @@
 
 pub mod breaker;
 pub mod exec;
+mod fetch;
 pub mod handler;
 mod heartbeat;
 pub mod http;
@@ -32,20 +34,28 @@ use crate::broker::{Broker, LeaseRef};
 use crate::http::Status;
 use crate::keys::QueueKeys;
 use crate::metrics::QueueMetrics;
-use settle::Settle;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weights::Weighted;
 
 /// A distributed rate limit: at most `limit` starts per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     pub limit: u64,
     pub period: Duration,
+}
+
+/// Called with a job's id once its ack is in Redis (used by `bench`).
+#[derive(Clone)]
+pub struct AckHook(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for AckHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AckHook")
+    }
 }
 
 /// Everything a worker needs to know, validated.
@@ -62,8 +72,12 @@ pub struct WorkerConfig {
     pub idempotency_window: Duration,
     /// Most jobs one dequeue call may lease.
     pub max_batch: usize,
+    /// Jobs leased ahead of free slots, so the next batch is already here
+    /// when a slot frees up (at most `concurrency + prefetch` held).
+    pub prefetch: usize,
     pub rate_limits: HashMap<String, RateLimit>,
     pub breaker: breaker::BreakerConfig,
+    pub on_ack: Option<AckHook>,
 }
 
 impl WorkerConfig {
@@ -79,8 +93,10 @@ impl WorkerConfig {
             backoff_max: Duration::from_secs(3600),
             idempotency_window: Duration::from_secs(24 * 3600),
             max_batch: 256,
+            prefetch: 32,
             rate_limits: HashMap::new(),
             breaker: breaker::BreakerConfig::default(),
+            on_ack: None,
         }
     }
 }
@@ -110,6 +126,12 @@ impl Shared {
     pub fn hold(&self, queue: usize, lease: &LeaseRef) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held[queue].insert(lease.id.clone(), lease.clone());
+    }
+
+    /// True while `lease` is held (not yet settled).
+    pub fn holds(&self, queue: usize, lease: &LeaseRef) -> bool {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held[queue].get(&lease.id).is_some_and(|l| l.token == lease.token)
     }
 
     pub fn unhold(&self, queue: usize, lease: &LeaseRef) {
@@ -157,7 +179,7 @@ pub async fn run(
     let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
 
     let tracker = TaskTracker::new();
-    fetch_loop(&shared, &tracker, &shutdown, &settle_tx).await;
+    fetch::run(&shared, &tracker, &shutdown, &settle_tx).await;
 
     status.set_shutting_down();
     tracker.close();
@@ -183,76 +205,4 @@ pub async fn run(
     }
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
-}
-
-async fn fetch_loop(
-    shared: &Arc<Shared>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-    settle_tx: &mpsc::UnboundedSender<Settle>,
-) {
-    let sem = Arc::new(Semaphore::new(shared.cfg.concurrency));
-    let weights: Vec<u32> = shared.cfg.queues.iter().map(|(_, w)| *w).collect();
-    let mut picker = Weighted::new(&weights);
-    let worker_tag = crate::job::new_id();
-    let worker_tag = &worker_tag[worker_tag.len() - 10..];
-    let mut calls: u64 = 0;
-    let mut waiter = heartbeat::Waiter::new(shared.clone());
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let first = tokio::select! {
-            p = sem.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            _ = shutdown.cancelled() => return,
-        };
-        let Some(qi) = picker.pick() else {
-            drop(first);
-            tokio::select! {
-                _ = waiter.wait() => {}
-                _ = shutdown.cancelled() => return,
-            }
-            picker.reset_empty();
-            continue;
-        };
-        let mut permits = vec![first];
-        while permits.len() < shared.cfg.max_batch {
-            match sem.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
-        calls += 1;
-        let prefix = format!("{worker_tag}:{calls}:");
-        let slot = &shared.queues[qi];
-        let leased = shared.broker.dequeue(&slot.keys, permits.len(), shared.cfg.visibility_timeout, &prefix).await;
-        let jobs = match leased {
-            Ok(jobs) => {
-                shared.status.set_redis_ok(true);
-                backoff = Duration::from_millis(100);
-                jobs
-            }
-            Err(e) => {
-                shared.status.set_redis_ok(false);
-                tracing::warn!(queue = %slot.name, error = %e, retry_in = ?backoff, "cannot take jobs; Redis unavailable?");
-                drop(permits);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        if jobs.is_empty() {
-            picker.mark_empty(qi);
-            continue;
-        }
-        picker.charge(qi, jobs.len());
-        for (job, permit) in jobs.into_iter().zip(permits) {
-            let (shared, tx) = (shared.clone(), settle_tx.clone());
-            tracker.spawn(async move {
-                pipeline::execute(&shared, qi, job, &tx).await;
-                drop(permit);
-            });
-        }
-    }
 }

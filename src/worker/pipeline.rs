@@ -28,7 +28,6 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
 pub(super) async fn execute(shared: &Shared, qi: usize, job: Leased, tx: &UnboundedSender<Settle>) {
     let slot = &shared.queues[qi];
     let lease = LeaseRef { id: job.id, token: job.token, lock: None };
-    shared.hold(qi, &lease);
     let send = |lease: LeaseRef, op: Op, kind: Option<&str>| {
         let metrics = kind.map(|k| slot.metrics.kind(k));
         // The settler outlives every execution, so the send cannot fail.

@@ -135,6 +135,9 @@ async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle
             }
             continue;
         }
+        if let (Op::Ack(_), Some(hook)) = (&s.op, &shared.cfg.on_ack) {
+            (hook.0)(&s.lease.id);
+        }
         let Some(m) = &s.metrics else { continue };
         match &s.op {
             Op::Ack(_) => m.processed.increment(1),

@@ -34,11 +34,10 @@ impl Weighted {
         (0..self.weights.len()).filter(|&i| self.eligible(i, now)).max_by_key(|&i| (self.credit[i], self.weights[i]))
     }
 
-    /// Records that `n` jobs were taken from queue `i`.
-    pub fn charge(&mut self, i: usize, n: usize) {
+    /// Records that `n` jobs were taken from queue `i` (negative: handed
+    /// back, e.g. a request that got fewer jobs than it was charged for).
+    pub fn charge(&mut self, i: usize, n: i64) {
         let now = Instant::now();
-        self.empty_until[i] = None;
-        let n = n as i64;
         let eligible: Vec<usize> = (0..self.weights.len()).filter(|&j| self.eligible(j, now)).collect();
         let total: i64 = eligible.iter().map(|&j| self.weights[j]).sum();
         for &j in &eligible {
@@ -75,7 +74,7 @@ mod tests {
             let i = w.pick().unwrap();
             let n = 1 + step % 7;
             taken[i] += n;
-            w.charge(i, n);
+            w.charge(i, n as i64);
         }
         let total: usize = taken.iter().sum();
         for (i, want) in [0.6, 0.3, 0.1].iter().enumerate() {

@@ -1,0 +1,140 @@
+//! The fetch loop: keeps a worker supplied with jobs.
+//!
+//! Up to `concurrency + prefetch` jobs are leased at a time. Dequeues are
+//! batched and up to two are in flight at once, so the next batch is on its
+//! way while the current one runs; a job starts as soon as a slot is free.
+//! Queues are picked by weight; when every queue is found empty the loop
+//! blocks on their wake-up signals instead of polling. On shutdown, jobs
+//! leased but not started are handed back at once.
+
+use super::pipeline;
+use super::settle::{Op, Settle};
+use super::weights::Weighted;
+use super::Shared;
+use crate::broker::{BrokerError, LeaseRef, Leased};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Most dequeue calls in flight at once.
+const MAX_REQUESTS: usize = 2;
+
+type Request = Pin<Box<dyn Future<Output = (usize, usize, Result<Vec<Leased>, BrokerError>)> + Send>>;
+
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    settle_tx: &mpsc::UnboundedSender<Settle>,
+) {
+    let cfg = &shared.cfg;
+    let capacity = cfg.concurrency + cfg.prefetch;
+    let sem = Arc::new(Semaphore::new(cfg.concurrency));
+    let weights: Vec<u32> = cfg.queues.iter().map(|(_, w)| *w).collect();
+    let mut picker = Weighted::new(&weights);
+    let tag = crate::job::new_id();
+    let tag = tag[tag.len() - 10..].to_string();
+    let mut calls: u64 = 0;
+    let mut waiter = super::heartbeat::Waiter::new(shared.clone());
+    let mut backoff = Duration::from_millis(100);
+    let mut local: VecDeque<(usize, Leased)> = VecDeque::new();
+    let mut requests: FuturesUnordered<Request> = FuturesUnordered::new();
+    let mut requested = 0usize;
+
+    loop {
+        // Start what we hold, one job per free slot.
+        while !local.is_empty() {
+            let Ok(permit) = sem.clone().try_acquire_owned() else { break };
+            let (qi, job) = local.pop_front().expect("checked non-empty");
+            let (shared, tx) = (shared.clone(), settle_tx.clone());
+            tracker.spawn(async move {
+                pipeline::execute(&shared, qi, job, &tx).await;
+                drop(permit);
+            });
+        }
+        // Ask for more while there is room: in batches of at least half the
+        // capacity (fewer, larger script calls), or whatever fits when the
+        // worker would otherwise run dry.
+        let running = cfg.concurrency - sem.available_permits();
+        let mut room = capacity.saturating_sub(running + local.len() + requested);
+        let min_batch = (capacity / 2).clamp(1, cfg.max_batch);
+        while requests.len() < MAX_REQUESTS
+            && room > 0
+            && (room >= min_batch || (local.is_empty() && requests.is_empty()))
+        {
+            let Some(qi) = picker.pick() else { break };
+            let n = room.min(cfg.max_batch);
+            calls += 1;
+            let prefix = format!("{tag}:{calls}:");
+            let s = shared.clone();
+            requests.push(Box::pin(async move {
+                let r = s.broker.dequeue(&s.queues[qi].keys, n, s.cfg.visibility_timeout, &prefix).await;
+                (qi, n, r)
+            }));
+            requested += n;
+            room -= n;
+            // Charged now so the next pick already sees it; corrected below
+            // if fewer jobs come back.
+            picker.charge(qi, n as i64);
+        }
+        let idle = requests.is_empty() && local.is_empty() && picker.pick().is_none();
+        tokio::select! {
+            Some((qi, n, result)) = requests.next(), if !requests.is_empty() => {
+                requested -= n;
+                match result {
+                    Ok(jobs) => {
+                        shared.status.set_redis_ok(true);
+                        backoff = Duration::from_millis(100);
+                        if jobs.len() < n {
+                            picker.charge(qi, jobs.len() as i64 - n as i64);
+                            picker.mark_empty(qi);
+                        }
+                        for job in jobs {
+                            shared.hold(qi, &LeaseRef { id: job.id.clone(), token: job.token.clone(), lock: None });
+                            local.push_back((qi, job));
+                        }
+                    }
+                    Err(e) => {
+                        picker.charge(qi, -(n as i64));
+                        shared.status.set_redis_ok(false);
+                        tracing::warn!(queue = %shared.queues[qi].name, error = %e, retry_in = ?backoff, "cannot take jobs; Redis unavailable?");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            // A slot freed up: loop around to start the next job, or to ask
+            // for more when everything we may hold is running.
+            permit = sem.clone().acquire_owned(), if !local.is_empty() || (room == 0 && requests.is_empty()) => drop(permit),
+            _ = waiter.wait(), if idle => picker.reset_empty(),
+            _ = shutdown.cancelled() => break,
+        }
+    }
+
+    // Hand back what was leased but never started, including batches still
+    // on their way: visible to other workers at once, no attempt spent.
+    while let Some((qi, _, result)) = requests.next().await {
+        if let Ok(jobs) = result {
+            for job in jobs {
+                shared.hold(qi, &LeaseRef { id: job.id.clone(), token: job.token.clone(), lock: None });
+                local.push_back((qi, job));
+            }
+        }
+    }
+    if !local.is_empty() {
+        tracing::info!(jobs = local.len(), "handing back jobs that had not started");
+    }
+    for (qi, job) in local {
+        let lease = LeaseRef { id: job.id, token: job.token, lock: None };
+        let _ = settle_tx.send(Settle { queue: qi, lease, op: Op::Release(0), metrics: None });
+    }
+}
