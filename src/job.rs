@@ -399,3 +399,85 @@ mod tests {
         assert_eq!(j.markers("x").collect::<Vec<_>>(), ["x", "k"]);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: the parser never panics, and every rejection is a
+    //! clear error (non-empty, naming the field when one is at fault).
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::from(n)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| Value::from(f)),
+            ".{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("kind".to_string()),
+                        Just("payload".to_string()),
+                        Just("queue".to_string()),
+                        Just("id".to_string()),
+                        Just("idempotency_key".to_string()),
+                        Just("max_retries".to_string()),
+                        Just("delay".to_string()),
+                        Just("run_at".to_string()),
+                        Just("timeout".to_string()),
+                        "[a-z_]{1,12}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Err(e) = parse_spec(&text) {
+                prop_assert!(!e.message.is_empty());
+            }
+            let _ = parse_specs(&text);
+        }
+
+        #[test]
+        fn arbitrary_json_is_accepted_or_rejected_with_a_reason(v in json_value()) {
+            let text = v.to_string();
+            match parse_spec(&text) {
+                Ok(spec) => {
+                    prop_assert!(!spec.kind.is_empty());
+                    if let Some(q) = &spec.queue {
+                        prop_assert!(validate_queue_name(q).is_ok());
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!e.to_string().is_empty());
+                    if let (Value::Object(m), Some(field)) = (&v, &e.field) {
+                        prop_assert!(m.contains_key(field) || field == "kind", "{} names a field not in {}", e, text);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn queue_names_that_pass_cannot_break_the_hash_tag(name in ".{0,200}") {
+            if validate_queue_name(&name).is_ok() {
+                let breaks = name.contains(['{', '}', ':', ' ']);
+                prop_assert!(!breaks, "{:?} passed", name);
+                prop_assert!(!name.is_empty() && name.len() <= MAX_QUEUE_NAME);
+            }
+        }
+    }
+}

@@ -109,3 +109,58 @@ fn admin_pause_resume_cancel_and_purge() {
     assert!(d.ok(&["admin", "purge", "--queue", "default", "--pending"]).contains("purged 1 pending"));
     assert_eq!(d.stat("default", "pending"), 0);
 }
+
+#[test]
+fn hostile_input_is_rejected_whole_and_writes_nothing() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "hostile");
+    let good = r#"{"kind":"noop"}"#;
+    // 100k lines with one bad line at the very end.
+    let mut lines: Vec<String> = vec![good.to_string(); 100_000];
+    lines.push(r#"{"kind":"noop","max_retries":-1}"#.into());
+    let big = ndjson(&lines);
+    let o = d.run(&["produce", "--file", big.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 100001: field \"max_retries\""), "{}", stderr(&o));
+    // Exactly 1 MiB + 1 byte.
+    let pad = (1 << 20) + 1 - r#"{"kind":"noop","payload":""}"#.len();
+    let over = ndjson(&[format!(r#"{{"kind":"noop","payload":"{}"}}"#, "x".repeat(pad))]);
+    let o = d.run(&["produce", "--file", over.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("1048577 bytes"), "{}", stderr(&o));
+    // A deeply nested payload.
+    let nested = ndjson(&[format!(r#"{{"kind":"noop","payload":{}{}}}"#, "[".repeat(10_000), "]".repeat(10_000))]);
+    let o = d.run(&["produce", "--file", nested.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 1: invalid JSON"), "{}", stderr(&o));
+    // Invalid UTF-8.
+    let bad_utf8 = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad_utf8.path(), b"{\"kind\":\"no\xffop\"}\n").unwrap();
+    let o = d.run(&["produce", "--file", bad_utf8.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("line 1: invalid UTF-8"), "{}", stderr(&o));
+    // Queue names that could break the key layout, in a file and as a flag.
+    for name in ["a{b}", "a:b", "a b", "", &"q".repeat(10_000)] {
+        let spec = ndjson(&[serde_json::json!({"kind": "noop", "queue": name}).to_string()]);
+        let o = d.run(&["produce", "--file", spec.path().to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "queue {name:.20}");
+        assert!(stderr(&o).contains("field \"queue\""));
+        let o = d.run(&["produce", "--kind", "noop", "--queue", name]);
+        assert_eq!(o.status.code(), Some(2), "--queue {name:.20}");
+    }
+    // Absurd counts and durations.
+    for args in [
+        vec!["produce", "--kind", "noop", "--count", "100000001"],
+        vec!["produce", "--kind", "noop", "--count", "-1"],
+        vec!["produce", "--kind", "noop", "--delay", "1000000y"],
+        vec!["work", "--visibility-timeout", "0s"],
+        vec!["work", "--job-timeout", "-3s"],
+        vec!["work", "--concurrency", "0"],
+    ] {
+        let o = d.run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let delay = ndjson(&[r#"{"kind":"noop","delay":"99999999999h"}"#.into()]);
+    assert_eq!(d.run(&["produce", "--file", delay.path().to_str().unwrap()]).status.code(), Some(2));
+    assert!(redis.lines(&["KEYS", &format!("{}:*", d.ns)]).is_empty(), "hostile input wrote to Redis");
+}

@@ -129,16 +129,24 @@ impl Defaults {
 
 fn read_specs(path: &std::path::Path) -> Result<Vec<JobSpec>> {
     let name = path.display().to_string();
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     let read = if name == "-" {
-        std::io::stdin().read_to_string(&mut text)
+        std::io::stdin().read_to_end(&mut bytes)
     } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text))
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes))
     };
     if let Err(e) = read {
         let what = if name == "-" { "stdin".to_string() } else { name.clone() };
         return usage(format!("cannot read {what}: {e}"));
     }
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            return usage(format!("{name}: line {line}: invalid UTF-8 (nothing was enqueued)"));
+        }
+    };
     let specs = match job::parse_specs(&text) {
         Ok(s) => s,
         Err((pos, e)) => return usage(format!("{name}: {pos}: {e} (nothing was enqueued)")),
