@@ -116,7 +116,13 @@ struct Report {
 
 pub async fn run(g: &Global, a: BenchArgs) -> Result<()> {
     let broker = super::connect(g).await?;
-    let queue = format!("{}-{}", a.queue, &crate::job::new_id()[16..]).to_ascii_lowercase();
+    // In-process workers get a fresh queue; an external fleet works the
+    // queue it was told, so --no-workers uses --queue as given.
+    let queue = if a.no_workers {
+        a.queue.clone()
+    } else {
+        format!("{}-{}", a.queue, &crate::job::new_id()[16..]).to_ascii_lowercase()
+    };
     let result = match a.jobs {
         Some(n) => drain(&broker, &queue, n, &a).await,
         None => open_loop(&broker, &queue, &a).await,
@@ -159,7 +165,7 @@ fn payload(t_us: u64, pad: &str) -> String {
 
 fn new_job(recorder: &Recorder, pad: &str) -> NewJob {
     let t = recorder.epoch.elapsed().as_micros() as u64;
-    let body = format!("{{\"k\":\"bench\",\"p\":{},\"r\":0,\"e\":0}}", payload(t, pad));
+    let body = format!("{{\"k\":\"noop\",\"p\":{},\"r\":0,\"e\":0}}", payload(t, pad));
     NewJob { id: crate::job::new_id(), body, delay_ms: 0, run_at_ms: 0, marker: None }
 }
 
@@ -225,8 +231,10 @@ async fn drain(broker: &Broker, queue: &str, n: u64, a: &BenchArgs) -> Result<Re
     let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
     let mut progress = Progress::new();
     if a.no_workers {
+        let (completed, secs) = wait_for_fleet(broker, queue, &mut progress).await?;
         progress.finish();
-        return Ok(report("drain", n, a, n as f64 / enqueue_secs, None, 0, enqueue_secs, &rec));
+        let rate = Some(completed as f64 / secs);
+        return Ok(report("drain", n, a, n as f64 / enqueue_secs, rate, completed, secs, &rec));
     }
     let started = Instant::now();
     let (stop, handle) = start_worker(broker, queue, a, &rec);
@@ -267,7 +275,7 @@ async fn open_loop(broker: &Broker, queue: &str, a: &BenchArgs) -> Result<Report
                     let batch: Vec<NewJob> = (sent..due)
                         .map(|i| {
                             let t = base_us + (i as f64 * interval.as_secs_f64() * 1e6) as u64;
-                            let body = format!("{{\"k\":\"bench\",\"p\":{},\"r\":0,\"e\":0}}", payload(t, &pad));
+                            let body = format!("{{\"k\":\"noop\",\"p\":{},\"r\":0,\"e\":0}}", payload(t, &pad));
                             NewJob { id: crate::job::new_id(), body, delay_ms: 0, run_at_ms: 0, marker: None }
                         })
                         .collect();
@@ -294,10 +302,29 @@ async fn open_loop(broker: &Broker, queue: &str, a: &BenchArgs) -> Result<Report
         stop.cancel();
         let _ = handle.await;
     }
+    let mut completed = rec.completed.load(Ordering::Relaxed);
+    if a.no_workers {
+        let (done, secs) = wait_for_fleet(broker, queue, &mut progress).await?;
+        completed = done;
+        completion = Some(done as f64 / (enqueue_secs + secs));
+    }
     progress.finish();
     let secs = started.elapsed().as_secs_f64();
-    let completed = rec.completed.load(Ordering::Relaxed);
     Ok(report("open-loop", total, a, total as f64 / enqueue_secs, completion, completed, secs, &rec))
+}
+
+/// Waits (at most 60 s) for an external fleet to empty `queue`; returns the
+/// jobs it completed and the seconds waited.
+async fn wait_for_fleet(broker: &Broker, queue: &str, progress: &mut Progress) -> Result<(u64, f64)> {
+    let started = Instant::now();
+    loop {
+        let s = broker.queue_stats(queue).await?;
+        progress.show(format!("waiting for the fleet: {} pending, {} in flight", s.pending, s.inflight));
+        if s.pending + s.inflight + s.scheduled == 0 || started.elapsed() > Duration::from_secs(60) {
+            return Ok((s.processed, started.elapsed().as_secs_f64()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -75,7 +75,9 @@ async fn run_stages(
 
     // 2. Distributed rate limiter.
     if let Some(limit) = cfg.rate_limits.get(job.kind.as_ref()) {
-        match shared.broker.rate_limit(&job.kind, limit.limit, limit.period, &lease.token).await {
+        // Boxed: the Redis call's future is large, and keeping it inline would
+        // make every job's task (most never call it) that much bigger to spawn.
+        match Box::pin(shared.broker.rate_limit(&job.kind, limit.limit, limit.period, &lease.token)).await {
             Ok(None) => {}
             Ok(Some(wait_ms)) => {
                 slot.metrics.kind(&job.kind).rate_limited.increment(1);
@@ -97,7 +99,7 @@ async fn run_stages(
     if let Some(key) = job.effective_key(&lease.id) {
         let lock = slot.keys.lock(key);
         let ttl = timeout + cfg.visibility_timeout;
-        match shared.broker.guard(&slot.keys.done(key), &lock, &lease.token, ttl).await {
+        match Box::pin(shared.broker.guard(&slot.keys.done(key), &lock, &lease.token, ttl)).await {
             Ok(Guard::Acquired) => lease.lock = Some(lock),
             Ok(Guard::Completed) => {
                 tracing::info!(key, "duplicate: idempotency key already completed; acknowledging without running");
