@@ -88,3 +88,35 @@ pub async fn serve(
         }
     }))
 }
+
+/// A running endpoint with its own stop token, closed last by the command so
+/// `/ready` answers 503 (and `/metrics` stays scrapable) through shutdown.
+pub struct Endpoint {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Serves on `listen` (none = `--listen off`); also installs the metrics recorder.
+    pub async fn start(listen: Option<SocketAddr>, status: Arc<Status>) -> anyhow::Result<Endpoint> {
+        let metrics = crate::metrics::install();
+        let stop = CancellationToken::new();
+        let task = match listen {
+            Some(addr) => Some(
+                serve(addr, status, metrics, stop.clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Endpoint { stop, task })
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn close(self) {
+        self.stop.cancel();
+        if let Some(t) = self.task {
+            let _ = t.await;
+        }
+    }
+}

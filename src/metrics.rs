@@ -25,8 +25,27 @@ const DURATION_BUCKETS: &[f64] =
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the global recorder (once) and describes every metric.
+/// Installs the global recorder (once), describes every metric, and starts
+/// the exporter's upkeep: histogram samples are only folded into buckets by
+/// `run_upkeep`, so without it (no one scraping) they would pile up forever.
+/// Must be called inside the tokio runtime.
 pub fn install() -> PrometheusHandle {
+    let handle = recorder();
+    static UPKEEP: std::sync::Once = std::sync::Once::new();
+    UPKEEP.call_once(|| {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                h.run_upkeep();
+            }
+        });
+    });
+    handle
+}
+
+fn recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()

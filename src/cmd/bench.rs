@@ -115,6 +115,7 @@ struct Report {
 }
 
 pub async fn run(g: &Global, a: BenchArgs) -> Result<()> {
+    crate::metrics::install();
     let broker = super::connect(g).await?;
     // In-process workers get a fresh queue; an external fleet works the
     // queue it was told, so --no-workers uses --queue as given.
