@@ -41,8 +41,9 @@ start_redis() {
   local port=$1; shift
   local dir; dir=$(mktemp -d /tmp/dtq-redis.XXXXXX)
   REDIS_DIRS+=("$dir")
+  # No inherited stdout/stderr: a server must never hold the caller's pipe open.
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
-    --logfile "$dir/redis.log" "$@" &
+    --logfile "$dir/redis.log" "$@" </dev/null >/dev/null 2>&1 &
   REDIS_PIDS+=($!)
   for _ in $(seq 100); do
     redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
@@ -53,7 +54,9 @@ start_redis() {
   return 1
 }
 
-# start_cluster PORT PORT PORT: a 3-master Redis Cluster; prints its URL.
+# start_cluster PORT PORT PORT: a 3-master Redis Cluster; sets CLUSTER_URL.
+# (Not meant for $(...): the servers must be recorded in this shell's
+# REDIS_PIDS so that redis_cleanup stops them.)
 start_cluster() {
   local p
   for p in "$@"; do
@@ -65,7 +68,7 @@ start_cluster() {
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
   for _ in $(seq 200); do
     if redis-cli -p "$1" cluster info | grep -q 'cluster_state:ok'; then
-      echo "redis-cluster://127.0.0.1:$1?node=127.0.0.1:$2&node=127.0.0.1:$3"
+      CLUSTER_URL="redis-cluster://127.0.0.1:$1?node=127.0.0.1:$2&node=127.0.0.1:$3"
       return 0
     fi
     sleep 0.05
