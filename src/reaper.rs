@@ -4,8 +4,9 @@
 //!
 //! The lock is `SET NX PX` with a random token; the leader renews it (fenced
 //! by the token) every third of its TTL and deletes it on shutdown. A
-//! follower tries to take it every third of the TTL, so when a leader dies
-//! another takes over within one TTL. The leader also samples queue depths
+//! follower tries to take it every tenth of the TTL: the lock expires at most
+//! one TTL after the leader's last renewal, so another takes over within
+//! about one TTL (at most a tenth more) of the leader dying. The leader also samples queue depths
 //! for the `dtq_queue_depth` gauge, so only one process reads them.
 
 use crate::broker::Broker;
@@ -43,12 +44,13 @@ pub async fn run(broker: Broker, cfg: ReaperConfig, status: Arc<Status>, shutdow
     let lock = keys::reaper_lock(broker.namespace());
     let token = crate::job::new_id();
     let renew_every = cfg.lock_ttl / 3;
+    let try_every = (cfg.lock_ttl / 10).max(Duration::from_millis(20));
     let mut leader = false;
     let mut last_renew = Instant::now();
     let mut last_depth: Option<Instant> = None;
     let mut recovered: HashMap<String, ::metrics::Counter> = HashMap::new();
     loop {
-        let mut sleep = renew_every;
+        let mut sleep = if leader { renew_every } else { try_every };
         let now = Instant::now();
         let step = if leader {
             if now.duration_since(last_renew) >= renew_every {

@@ -164,3 +164,15 @@ fn hostile_input_is_rejected_whole_and_writes_nothing() {
     assert_eq!(d.run(&["produce", "--file", delay.path().to_str().unwrap()]).status.code(), Some(2));
     assert!(redis.lines(&["KEYS", &format!("{}:*", d.ns)]).is_empty(), "hostile input wrote to Redis");
 }
+
+#[test]
+fn connect_timeout_holds_against_a_server_that_accepts_but_never_answers() {
+    let redis = Redis::start();
+    redis.cli(&["CLIENT", "PAUSE", "20000", "ALL"]);
+    let d = Dtq::new(&redis, "paused");
+    let started = std::time::Instant::now();
+    let o = d.run(&["inspect", "stats", "--connect-timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
+    // (No CLIENT UNPAUSE: it would wait out the pause too; the server is killed on drop.)
+}

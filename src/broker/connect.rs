@@ -90,13 +90,20 @@ pub async fn connect(
     let started = tokio::time::Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
+        // One attempt never outlasts what is left of the caller's limit.
+        let left = give_up_after.map(|l| l.saturating_sub(started.elapsed()));
+        let budget = left.map_or(Duration::from_secs(6), |l| l.min(Duration::from_secs(6)));
         let client = build_client(target, command_timeout).map_err(|e| e.details().to_string())?;
-        let attempt = tokio::time::timeout(Duration::from_secs(6), client.init()).await;
+        let attempt = tokio::time::timeout(budget, client.init()).await;
         let error = match attempt {
             Ok(Ok(_task)) => return Ok(client),
             Ok(Err(e)) => describe(&e),
             Err(_) => {
-                let _ = client.quit().await;
+                // Closing a client that never connected may itself wait on
+                // the dead server: do it in the background.
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
+                });
                 "connection attempt timed out".to_string()
             }
         };
@@ -111,11 +118,11 @@ pub async fn connect(
             ));
         }
         if let Some(limit) = give_up_after {
-            if started.elapsed() + delay > limit {
+            if started.elapsed() + delay >= limit {
                 return Err(format!(
                     "cannot reach Redis at {} (gave up after {}): {error}",
                     target.redacted,
-                    humantime::format_duration(Duration::from_secs(started.elapsed().as_secs().max(1)))
+                    humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64 / 100 * 100))
                 ));
             }
         }

@@ -116,9 +116,17 @@ impl Broker {
         namespace: &str,
         give_up_after: Option<Duration>,
     ) -> Result<Broker, String> {
+        let started = tokio::time::Instant::now();
         let client = connect::connect(&target, COMMAND_TIMEOUT, give_up_after).await?;
         let scripts = Arc::new(Scripts::new());
-        scripts.load_all(&client).await.map_err(|e| format!("Redis at {}: {e}", target.redacted))?;
+        let load = scripts.load_all(&client);
+        let loaded = match give_up_after {
+            Some(limit) => tokio::time::timeout(limit.saturating_sub(started.elapsed()), load)
+                .await
+                .unwrap_or_else(|_| Err(BrokerError::Reply { op: "load scripts", detail: "timed out".into() })),
+            None => load.await,
+        };
+        loaded.map_err(|e| format!("Redis at {}: {e}", target.redacted))?;
         Ok(Broker {
             client,
             scripts,
