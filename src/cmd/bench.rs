@@ -164,9 +164,9 @@ fn payload(t_us: u64, pad: &str) -> String {
     }
 }
 
-fn new_job(recorder: &Recorder, pad: &str) -> NewJob {
-    let t = recorder.epoch.elapsed().as_micros() as u64;
-    let body = format!("{{\"k\":\"noop\",\"p\":{},\"r\":0,\"e\":0}}", payload(t, pad));
+/// A `noop` job whose payload carries its intended send time `t_us`.
+fn new_job(t_us: u64, pad: &str) -> NewJob {
+    let body = format!("{{\"k\":\"noop\",\"p\":{},\"r\":0,\"e\":0}}", payload(t_us, pad));
     NewJob { id: crate::job::new_id(), body, delay_ms: 0, run_at_ms: 0, marker: None }
 }
 
@@ -177,8 +177,7 @@ fn start_worker(
     rec: &Arc<Recorder>,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let mut cfg = WorkerConfig::new(vec![(queue.to_string(), 1)]);
-    cfg.concurrency = a.concurrency as usize;
-    cfg.prefetch = cfg.concurrency.min(1000);
+    cfg.set_concurrency(a.concurrency as usize);
     cfg.shutdown_grace = Duration::from_secs(5);
     let hook = rec.clone();
     cfg.on_ack = Some(worker::AckHook(Arc::new(move |id: &str| hook.acked(id))));
@@ -227,7 +226,7 @@ async fn drain(broker: &Broker, queue: &str, n: u64, a: &BenchArgs) -> Result<Re
     let rec = Recorder::new();
     let pad = "x".repeat(a.payload_bytes as usize);
     let enqueue_started = Instant::now();
-    let jobs = (0..n).map(|_| new_job(&rec, &pad));
+    let jobs = (0..n).map(|_| new_job(rec.epoch.elapsed().as_micros() as u64, &pad));
     super::produce::enqueue_all(broker, queue, jobs, 1000, |_, _| {}).await?;
     let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
     let mut progress = Progress::new();
@@ -274,11 +273,7 @@ async fn open_loop(broker: &Broker, queue: &str, a: &BenchArgs) -> Result<Report
                 let due = ((started.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64 + 1).min(total);
                 if due > sent {
                     let batch: Vec<NewJob> = (sent..due)
-                        .map(|i| {
-                            let t = base_us + (i as f64 * interval.as_secs_f64() * 1e6) as u64;
-                            let body = format!("{{\"k\":\"noop\",\"p\":{},\"r\":0,\"e\":0}}", payload(t, &pad));
-                            NewJob { id: crate::job::new_id(), body, delay_ms: 0, run_at_ms: 0, marker: None }
-                        })
+                        .map(|i| new_job(base_us + (i as f64 * interval.as_secs_f64() * 1e6) as u64, &pad))
                         .collect();
                     sent = due;
                     let keys = &keys;

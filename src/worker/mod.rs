@@ -81,6 +81,13 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Sets the concurrency and the default prefetch that goes with it (as
+    /// many as the concurrency, at most 1000).
+    pub fn set_concurrency(&mut self, n: usize) {
+        self.concurrency = n;
+        self.prefetch = n.min(1000);
+    }
+
     /// Defaults of the contract for the given queues.
     pub fn new(queues: Vec<(String, u32)>) -> Self {
         WorkerConfig {
@@ -93,7 +100,7 @@ impl WorkerConfig {
             backoff_max: Duration::from_secs(3600),
             idempotency_window: Duration::from_secs(24 * 3600),
             max_batch: 256,
-            prefetch: 32,
+            prefetch: 32, // = concurrency, see set_concurrency
             rate_limits: HashMap::new(),
             breaker: breaker::BreakerConfig::default(),
             on_ack: None,
