@@ -119,6 +119,28 @@ fn a_killed_workers_jobs_run_again_elsewhere_after_the_visibility_timeout() {
 }
 
 #[test]
+fn slow_jobs_are_not_hoarded_by_one_worker() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "hoard");
+    let ledger = Ledger::new();
+    let exec = ledger.exec("sleep 0.3");
+    d.ok(&["produce", "--kind", "slow", "--count", "40"]);
+    let _w = d.worker(&["--exec", &exec, "--concurrency", "8"]);
+    // The adaptive prefetch follows the start rate (~27 jobs/s here, so ~1
+    // job of 50 ms worth): the worker leases little beyond its 8 slots,
+    // leaving the rest to other workers. A prefetch of one per slot would
+    // show 16.
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        most = most.max(d.stat("default", "inflight"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ledger.entries().len() >= 16, "the worker ran its slots");
+    assert!((8..=10).contains(&most), "at most 8 running + a prefetch of 1-2 leased, saw {most}");
+}
+
+#[test]
 fn long_jobs_keep_their_lease_by_heartbeat() {
     let redis = Redis::shared();
     let d = Dtq::new(&redis, "heartbeat");
@@ -167,12 +189,28 @@ fn weighted_queues_share_jobs_by_weight_while_all_have_work() {
     d.ok(&["admin", "pause", "low"]);
     let _w = d.worker(&["--queues", "high:6,default:3,low:1", "--concurrency", "4", "--max-batch", "4"]);
     std::thread::sleep(Duration::from_millis(500));
-    for q in ["high", "default", "low"] {
-        d.ok(&["admin", "resume", q]);
-    }
+    // Resume all three at once and read all three counters at once: one
+    // command each, so no queue gets a head start and no read lags another.
+    let keys = |suffix: &str| ["high", "default", "low"].map(|q| format!("{}:{{{q}}}:{suffix}", d.ns));
+    let [hp, dp, lp] = keys("paused");
+    redis.cli(&[
+        "EVAL",
+        "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) redis.call('LPUSH', KEYS[4], 1)",
+        "4",
+        &hp,
+        &dp,
+        &lp,
+        &format!("{}:{{high}}:signal", d.ns),
+    ]);
+    let [hs, ds, ls] = keys("stats");
+    let read = || {
+        let script =
+            "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('HGET', k, 'processed') or '0' end return r";
+        redis.lines(&["EVAL", script, "3", &hs, &ds, &ls]).iter().map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>()
+    };
     // Sample while every queue still has work.
-    wait_until(Duration::from_secs(30), || d.stat("high", "processed") >= 2000);
-    let got: Vec<f64> = ["high", "default", "low"].iter().map(|q| d.stat(q, "processed") as f64).collect();
+    wait_until(Duration::from_secs(30), || read()[0] >= 2000.0);
+    let got = read();
     let total: f64 = got.iter().sum();
     for (share, want) in got.iter().map(|g| g / total).zip([0.6, 0.3, 0.1]) {
         assert!((share - want).abs() < 0.03, "shares {:?} vs 6:3:1", got);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     let mut cfg = WorkerConfig::new(a.queues.0.clone());
-    cfg.set_concurrency(a.concurrency as usize);
+    cfg.concurrency = a.concurrency as usize;
     cfg.visibility_timeout = a.visibility_timeout;
     cfg.job_timeout = a.job_timeout;
     cfg.shutdown_grace = a.shutdown_grace;
@@ -20,9 +20,7 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     cfg.backoff_max = a.backoff_max;
     cfg.idempotency_window = g.idempotency_window;
     cfg.max_batch = a.max_batch as usize;
-    if let Some(p) = a.prefetch {
-        cfg.prefetch = p as usize;
-    }
+    cfg.prefetch = a.prefetch.map(|p| p as usize);
     cfg.rate_limits = crate::config::rate_limits(&a.rate_limit).map_err(super::UsageError)?;
     if !(a.breaker_failure_rate > 0.0 && a.breaker_failure_rate <= 1.0) {
         return usage("--breaker-failure-rate must be in (0, 1]");

@@ -3,6 +3,11 @@
 //! Up to `concurrency + prefetch` jobs are leased at a time. Dequeues are
 //! batched and up to two are in flight at once, so the next batch is on its
 //! way while the current one runs; a job starts as soon as a slot is free.
+//! Unless fixed, the prefetch follows the rate jobs start at: as many as
+//! start in [`HORIZON`]. Fast jobs get large batches (few script
+//! calls per job, the next batch always on its way); slow jobs are not
+//! hoarded, so idle workers elsewhere get them, and a worker killed with
+//! `kill -9` strands at most ~50 ms worth of unstarted jobs.
 //! Queues are picked by weight; when every queue is found empty the loop
 //! blocks on their wake-up signals instead of polling. On shutdown, jobs
 //! leased but not started are handed back at once.
@@ -17,13 +22,55 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Most dequeue calls in flight at once.
 const MAX_REQUESTS: usize = 2;
+/// The adaptive prefetch holds as many jobs as start in this long...
+const HORIZON: Duration = Duration::from_millis(50);
+/// ...at the rate measured over this window.
+const WINDOW: Duration = Duration::from_millis(200);
+/// Bounds of the adaptive prefetch.
+const AUTO_PREFETCH: (usize, usize) = (1, 1000);
+
+/// Jobs to lease beyond the running ones: fixed, or as many as start in
+/// [`HORIZON`] at the rate of the current or the previous [`WINDOW`],
+/// whichever is higher, so it grows within milliseconds when jobs are fast
+/// and a burst of slow jobs starting together does not count as a high rate.
+struct Prefetch {
+    fixed: Option<usize>,
+    window: Instant,
+    previous: usize,
+    current: usize,
+}
+
+impl Prefetch {
+    fn new(fixed: Option<usize>) -> Self {
+        Prefetch { fixed, window: Instant::now(), previous: 0, current: 0 }
+    }
+
+    fn started(&mut self, n: usize) {
+        self.current += n;
+    }
+
+    fn get(&mut self) -> usize {
+        if let Some(n) = self.fixed {
+            return n;
+        }
+        let elapsed = self.window.elapsed();
+        if elapsed >= WINDOW {
+            self.previous = if elapsed >= 2 * WINDOW { 0 } else { self.current };
+            self.current = 0;
+            self.window = Instant::now();
+        }
+        let per_window = self.previous.max(self.current) as u128;
+        let n = (per_window * HORIZON.as_micros() / WINDOW.as_micros()) as usize;
+        n.clamp(AUTO_PREFETCH.0, AUTO_PREFETCH.1)
+    }
+}
 
 type Request = Pin<Box<dyn Future<Output = (usize, usize, Result<Vec<Leased>, BrokerError>)> + Send>>;
 
@@ -34,7 +81,7 @@ pub(super) async fn run(
     settle_tx: &mpsc::UnboundedSender<Settle>,
 ) {
     let cfg = &shared.cfg;
-    let capacity = cfg.concurrency + cfg.prefetch;
+    let mut prefetch = Prefetch::new(cfg.prefetch);
     let sem = Arc::new(Semaphore::new(cfg.concurrency));
     let weights: Vec<u32> = cfg.queues.iter().map(|(_, w)| *w).collect();
     let mut picker = Weighted::new(&weights);
@@ -49,6 +96,7 @@ pub(super) async fn run(
 
     loop {
         // Start what we hold, one job per free slot.
+        let mut started = 0;
         while !local.is_empty() {
             let Ok(permit) = sem.clone().try_acquire_owned() else { break };
             let (qi, job) = local.pop_front().expect("checked non-empty");
@@ -57,7 +105,10 @@ pub(super) async fn run(
                 pipeline::execute(&shared, qi, job, &tx).await;
                 drop(permit);
             });
+            started += 1;
         }
+        prefetch.started(started);
+        let capacity = cfg.concurrency + prefetch.get();
         // Ask for more while there is room: in batches of at least half the
         // capacity (fewer, larger script calls), or whatever fits when the
         // worker would otherwise run dry.

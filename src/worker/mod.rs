@@ -4,9 +4,10 @@
 //!
 //! Tasks of one worker process:
 //! - the fetch loop ([`fetch`]): picks a queue by weight, keeps up to
-//!   `concurrency + prefetch` jobs leased with up to two batched dequeues in
-//!   flight, starts one execution per free slot, and waits on the queues'
-//!   wake-up signal when all are empty;
+//!   `concurrency + prefetch` jobs leased (prefetch follows the rate jobs
+//!   start at) with up to two batched dequeues in flight, starts one
+//!   execution per free slot, and waits on the queues' wake-up signal when
+//!   all are empty;
 //! - executions ([`pipeline`]): one task per job, each ending in exactly one
 //!   settlement sent to the settler;
 //! - the settler ([`settle`]): coalesces settlements into batched script calls;
@@ -73,21 +74,16 @@ pub struct WorkerConfig {
     /// Most jobs one dequeue call may lease.
     pub max_batch: usize,
     /// Jobs leased ahead of free slots, so the next batch is already here
-    /// when a slot frees up (at most `concurrency + prefetch` held).
-    pub prefetch: usize,
+    /// when a slot frees up (at most `concurrency + prefetch` held). `None`:
+    /// adaptive, as many jobs as start in 50 ms at the current rate (at
+    /// least 1, at most 1000).
+    pub prefetch: Option<usize>,
     pub rate_limits: HashMap<String, RateLimit>,
     pub breaker: breaker::BreakerConfig,
     pub on_ack: Option<AckHook>,
 }
 
 impl WorkerConfig {
-    /// Sets the concurrency and the default prefetch that goes with it (as
-    /// many as the concurrency, at most 1000).
-    pub fn set_concurrency(&mut self, n: usize) {
-        self.concurrency = n;
-        self.prefetch = n.min(1000);
-    }
-
     /// Defaults of the contract for the given queues.
     pub fn new(queues: Vec<(String, u32)>) -> Self {
         WorkerConfig {
@@ -100,7 +96,7 @@ impl WorkerConfig {
             backoff_max: Duration::from_secs(3600),
             idempotency_window: Duration::from_secs(24 * 3600),
             max_batch: 256,
-            prefetch: 32, // = concurrency, see set_concurrency
+            prefetch: None,
             rate_limits: HashMap::new(),
             breaker: breaker::BreakerConfig::default(),
             on_ack: None,
