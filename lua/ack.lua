@@ -52,7 +52,9 @@ if #acked > 0 then
   redis.call('HDEL', KEYS[2], unpack(acked))
   redis.call('HDEL', KEYS[3], unpack(acked))
   redis.call('HDEL', KEYS[4], unpack(acked))
-  redis.call('HDEL', KEYS[5], unpack(acked))
+  -- Errors exist only for jobs that failed before: skip the batch-wide HDEL
+  -- (one argument per job) when there are none.
+  if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HDEL', KEYS[5], unpack(acked)) end
   redis.call('HINCRBY', KEYS[6], 'processed', #acked)
 end
 return out
