@@ -90,6 +90,49 @@ fn a_missing_redis_is_exit_1_with_the_url_and_no_password() {
 }
 
 #[test]
+fn a_produce_cut_short_by_redis_reports_what_was_acknowledged() {
+    // Redis refuses writes once over maxmemory (noeviction): the produce
+    // runs into it part way through the file.
+    let redis = Redis::start();
+    let base: i64 = redis
+        .cli(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory", &(base + 3_000_000).to_string()]);
+    let d = Dtq::new(&redis, "partial");
+    let lines: Vec<String> = (0..50_000).map(|i| format!(r#"{{"kind":"noop","id":"p{i}"}}"#)).collect();
+    let f = ndjson(&lines);
+    let o = d.run(&["produce", "--file", f.path().to_str().unwrap(), "--json", "--batch-size", "500"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let printed: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let stored = redis.int(&["HLEN", &format!("{}:{{default}}:jobs", d.ns)]) as usize;
+    assert!(stored > 0 && stored < 50_000, "Redis should have taken part of the file: {stored}");
+    assert_eq!(printed.len(), stored, "every stored job is reported, no other");
+    assert!(printed.iter().all(|l| l["status"] == "enqueued"));
+    for l in printed.iter().step_by(97) {
+        let id = l["id"].as_str().unwrap();
+        assert_eq!(
+            redis.int(&["HEXISTS", &format!("{}:{{default}}:jobs", d.ns), id]),
+            1,
+            "{id} reported but not stored"
+        );
+    }
+    assert!(err.contains(&format!("{stored} of 50000 job(s) acknowledged")), "{err}");
+    assert!(err.contains("OOM"), "the cause is shown: {err}");
+    // Without --json the summary still comes out before the error.
+    let o = d.run(&["produce", "--kind", "noop", "--count", "10000", "--queue", "more"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("enqueued "), "{}", stdout(&o));
+    assert!(stderr(&o).contains("of 10000 job(s) acknowledged"), "{}", stderr(&o));
+}
+
+#[test]
 fn admin_pause_resume_cancel_and_purge() {
     let redis = Redis::shared();
     let d = Dtq::new(&redis, "admin");

@@ -241,6 +241,9 @@ async fn drain(broker: &Broker, queue: &str, n: u64, a: &BenchArgs) -> Result<Re
     while rec.completed.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let done = rec.completed.load(Ordering::Relaxed);
+        if std::env::var_os("DTQ_T").is_some() {
+            eprintln!("{:?} {done}", started.elapsed());
+        }
         progress.show(format!("drained {done}/{n} ({:.0} jobs/s)", done as f64 / started.elapsed().as_secs_f64()));
     }
     let secs = started.elapsed().as_secs_f64();

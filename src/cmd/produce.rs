@@ -1,6 +1,8 @@
 //! `dtq produce`: validates the whole input first (nothing is enqueued from
 //! an input with one bad job), then enqueues in batched script calls, a few
-//! in flight at once.
+//! in flight at once. If Redis fails part way, the jobs acknowledged so far
+//! are still reported and the error says how many were not (each batch is
+//! one script call: all of it or none).
 
 use super::{out, usage};
 use crate::broker::{Broker, NewJob};
@@ -41,16 +43,26 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
             }
         }
         let mut results: Vec<Option<(String, String, bool)>> = vec![None; total];
+        let mut failed = None;
         for (queue, jobs) in by_queue {
             let (positions, jobs): (Vec<usize>, Vec<NewJob>) = jobs.into_iter().unzip();
             let mut n = 0;
-            enqueue_all(&broker, &queue, jobs.into_iter(), batch, |job, ok| {
+            let r = enqueue_all(&broker, &queue, jobs.into_iter(), batch, |job, ok| {
                 results[positions[n]] = Some((job.id.clone(), queue.clone(), ok));
                 n += 1;
             })
-            .await?;
+            .await;
+            if let Err(e) = r {
+                failed = Some(e);
+                break;
+            }
         }
-        report(a.json, results.into_iter().flatten())
+        let done = results.iter().flatten().count();
+        report(a.json, results.into_iter().flatten())?;
+        match failed {
+            None => Ok(()),
+            Some(e) => Err(partial(e, done, total as u64, a.json)),
+        }
     } else {
         let kind = a.kind.clone().unwrap_or_default();
         let payload = a.payload.as_deref().unwrap_or("null");
@@ -69,7 +81,7 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         let mut duplicates = 0u64;
         let json = a.json;
         let mut write_err = None;
-        enqueue_all(&broker, &queue, jobs, batch, |job, ok| {
+        let r = enqueue_all(&broker, &queue, jobs, batch, |job, ok| {
             if ok {
                 enqueued += 1
             } else {
@@ -79,15 +91,26 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
                 write_err = out(json_line(&job.id, &queue, ok)).err();
             }
         })
-        .await?;
+        .await;
         if let Some(e) = write_err {
             return Err(e);
         }
         if !json {
             summary(enqueued, duplicates)?;
         }
-        Ok(())
+        r.map_err(|e| partial(e, (enqueued + duplicates) as usize, a.count, json))
     }
+}
+
+/// The error of an interrupted produce, saying how far it got: every job
+/// acknowledged before the error was already reported (on stdout).
+fn partial(e: anyhow::Error, done: usize, total: u64, json: bool) -> anyhow::Error {
+    let listed = if json { " (the lines printed)" } else { "" };
+    e.context(format!(
+        "enqueue interrupted: {done} of {total} job(s) acknowledged{listed}; the other {} were not (a batch \
+         whose reply was lost may still have been enqueued: re-sending jobs that carry an id is safe)",
+        total - done as u64
+    ))
 }
 
 /// Flag defaults applied to specs that do not set their own.
@@ -169,7 +192,13 @@ pub async fn enqueue_all(
     broker.register_queue(queue).await.with_context(|| format!("queue {queue}"))?;
     let keys = broker.keys(queue);
     let mut jobs = jobs.peekable();
-    let batches = std::iter::from_fn(move || {
+    // After a failed batch no new one is sent, but those already sent are
+    // waited for and reported: each either made it or not, whole.
+    let failed = std::cell::Cell::new(false);
+    let batches = std::iter::from_fn(|| {
+        if failed.get() {
+            return None;
+        }
         jobs.peek()?;
         Some(jobs.by_ref().take(batch).collect::<Vec<_>>())
     });
@@ -182,13 +211,20 @@ pub async fn enqueue_all(
             }
         })
         .buffered(IN_FLIGHT);
+    let mut first_error = None;
     while let Some((b, r)) = results.next().await {
-        let flags = r.with_context(|| format!("queue {queue} on {}", broker.redacted_url()))?;
-        for (job, ok) in b.iter().zip(flags) {
-            on_result(job, ok);
+        match r {
+            Ok(flags) => b.iter().zip(flags).for_each(|(job, ok)| on_result(job, ok)),
+            Err(e) => {
+                failed.set(true);
+                first_error.get_or_insert(e);
+            }
         }
     }
-    Ok(())
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err(anyhow::Error::new(e).context(format!("queue {queue} on {}", broker.redacted_url()))),
+    }
 }
 
 fn json_line(id: &str, queue: &str, enqueued: bool) -> String {
