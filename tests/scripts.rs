@@ -4,7 +4,7 @@
 mod common;
 
 use common::Redis;
-use dtq::broker::{connect::parse_target, Broker, Cancel, FailTo, Guard, LeaseRef, NewJob, TlsFiles};
+use dtq::broker::{connect::parse_target, Broker, Cancel, FailTo, Guard, GuardCheck, LeaseRef, NewJob, TlsFiles};
 use dtq::keys::QueueKeys;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -302,15 +302,27 @@ async fn the_idempotency_guard_locks_detects_completion_and_survives_a_stale_ack
     let k = b.keys("q");
     let (done, lock) = (k.done("key"), k.lock("key"));
     let ttl = Duration::from_secs(30);
-    assert_eq!(b.guard(&done, &lock, "t1", ttl).await.unwrap(), Guard::Acquired);
-    assert_eq!(b.guard(&done, &lock, "t2", ttl).await.unwrap(), Guard::Held);
-    assert_eq!(b.guard(&done, &lock, "t1", ttl).await.unwrap(), Guard::Acquired, "re-entrant for its holder");
+    let check = |token| GuardCheck { done: &done, lock: &lock, token, ttl };
+    let one = |token| {
+        let b = &b;
+        async move { b.guard(&[check(token)]).await.unwrap()[0] }
+    };
+    assert_eq!(one("t1").await, Guard::Acquired);
+    assert_eq!(one("t2").await, Guard::Held);
+    assert_eq!(one("t1").await, Guard::Acquired, "re-entrant for its holder");
+    // A batch is checked in order: the same key twice, the second waits.
+    let (d2, l2) = (k.done("other"), k.lock("other"));
+    let other = |token| GuardCheck { done: &d2, lock: &l2, token, ttl };
+    assert_eq!(
+        b.guard(&[other("a"), check("t1"), other("b")]).await.unwrap(),
+        [Guard::Acquired, Guard::Acquired, Guard::Held]
+    );
     // An ack whose lease is stale still records the effect and frees the lock.
     let l = LeaseRef { id: "gone".into(), token: "t1".into(), lock: Some(lock.clone()) };
     let markers = vec![done.clone()];
     assert_eq!(b.ack(&k, &[(&l, &markers)], Duration::from_secs(60)).await.unwrap(), [false]);
     assert_eq!(redis.int(&["EXISTS", &lock]), 0);
-    assert_eq!(b.guard(&done, &lock, "t2", ttl).await.unwrap(), Guard::Completed);
+    assert_eq!(one("t2").await, Guard::Completed);
 }
 
 #[tokio::test]

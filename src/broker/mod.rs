@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A failed broker operation; `op` names what was being done.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     #[error("{op}: {message}")]
     Redis { op: &'static str, message: String, kind: ErrorKind },
@@ -74,6 +74,19 @@ pub enum FailTo {
     RetryIn(u64),
     /// The dead-letter set.
     Dead,
+}
+
+/// One attempt to check with the idempotency guard.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardCheck<'a> {
+    /// Full key of the completion marker.
+    pub done: &'a str,
+    /// Full key of the execution lock.
+    pub lock: &'a str,
+    /// Lease token of the attempt (the lock's value).
+    pub token: &'a str,
+    /// How long the lock lasts.
+    pub ttl: Duration,
 }
 
 /// Outcome of the idempotency guard.
@@ -416,16 +429,29 @@ impl Broker {
         r.map(|_| ()).map_err(|e| BrokerError::redis("pause", e))
     }
 
-    /// Runs the idempotency guard for one attempt.
-    pub async fn guard(&self, done: &str, lock: &str, token: &str, ttl: Duration) -> Result<Guard, BrokerError> {
-        let args = vec![token.into(), Value::Integer(ttl.as_millis() as i64)];
-        let v = eval(&self.client, &self.scripts.guard, "idempotency guard", &[done, lock], args).await?;
-        Ok(match v.as_i64() {
-            Some(2) => Guard::Completed,
-            Some(1) => Guard::Acquired,
-            Some(0) => Guard::Held,
+    /// Runs the idempotency guard for a batch of attempts of one queue (the
+    /// keys share its slot), in order.
+    pub async fn guard(&self, jobs: &[GuardCheck<'_>]) -> Result<Vec<Guard>, BrokerError> {
+        let mut keys: Vec<&str> = Vec::with_capacity(jobs.len() * 2);
+        let mut args: Vec<Value> = Vec::with_capacity(jobs.len() * 2);
+        for j in jobs {
+            keys.extend([j.done, j.lock]);
+            args.extend([j.token.into(), Value::Integer(j.ttl.as_millis() as i64)]);
+        }
+        let v = eval(&self.client, &self.scripts.guard, "idempotency guard", &keys, args).await?;
+        let codes = match &v {
+            Value::Array(a) if a.len() == jobs.len() => a,
             _ => return Err(BrokerError::reply("idempotency guard", &v)),
-        })
+        };
+        codes
+            .iter()
+            .map(|c| match c.as_i64() {
+                Some(2) => Ok(Guard::Completed),
+                Some(1) => Ok(Guard::Acquired),
+                Some(0) => Ok(Guard::Held),
+                _ => Err(BrokerError::reply("idempotency guard", &v)),
+            })
+            .collect()
     }
 
     /// Asks the distributed rate limiter of `kind` for one start: `None` =

@@ -11,6 +11,8 @@
 //! - executions ([`pipeline`]): one task per job, each ending in exactly one
 //!   settlement sent to the settler;
 //! - the settler ([`settle`]): coalesces settlements into batched script calls;
+//! - the guard batcher ([`guard`]): coalesces idempotency-guard checks the
+//!   same way;
 //! - the heartbeat ([`heartbeat`]): extends the leases of everything held.
 //!
 //! Stop order on shutdown: the fetch loop stops taking jobs; executions get
@@ -22,6 +24,7 @@
 pub mod breaker;
 pub mod exec;
 mod fetch;
+mod guard;
 pub mod handler;
 mod heartbeat;
 pub mod http;
@@ -31,7 +34,7 @@ mod weights;
 
 pub use handler::{Builtin, Handler, HandlerError, JobContext};
 
-use crate::broker::{Broker, LeaseRef};
+use crate::broker::{Broker, BrokerError, Guard, LeaseRef};
 use crate::http::Status;
 use crate::keys::QueueKeys;
 use crate::metrics::QueueMetrics;
@@ -123,6 +126,7 @@ pub(crate) struct Shared {
     pub hard_stop: CancellationToken,
     pub breakers: breaker::Breakers,
     pub status: Arc<Status>,
+    pub guard_tx: mpsc::UnboundedSender<guard::Check>,
 }
 
 impl Shared {
@@ -135,6 +139,23 @@ impl Shared {
     pub fn holds(&self, queue: usize, lease: &LeaseRef) -> bool {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held[queue].get(&lease.id).is_some_and(|l| l.token == lease.token)
+    }
+
+    /// Runs the idempotency guard for one attempt, batched with the checks
+    /// of other executions.
+    pub async fn guard(
+        &self,
+        queue: usize,
+        done: String,
+        lock: String,
+        token: String,
+        ttl: Duration,
+    ) -> Result<Guard, BrokerError> {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        let check = guard::Check { queue, done, lock, token, ttl, reply };
+        let stopped = || BrokerError::Reply { op: "idempotency guard", detail: "the guard batcher stopped".into() };
+        self.guard_tx.send(check).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     pub fn unhold(&self, queue: usize, lease: &LeaseRef) {
@@ -164,8 +185,12 @@ pub async fn run(
             metrics: QueueMetrics::new(name),
         })
         .collect();
+    let (guard_tx, guard_rx) = mpsc::unbounded_channel();
+    // Ends once the last sender, in `shared`, is gone.
+    tokio::spawn(guard::run(broker.clone(), guard_rx));
     let shared = Arc::new(Shared {
         broker: broker.clone(),
+        guard_tx,
         held: Mutex::new(vec![HashMap::new(); queues.len()]),
         queues,
         breakers: breaker::Breakers::new(cfg.breaker),

@@ -99,7 +99,7 @@ async fn run_stages(
     if let Some(key) = job.effective_key(&lease.id) {
         let lock = slot.keys.lock(key);
         let ttl = timeout + cfg.visibility_timeout;
-        match Box::pin(shared.broker.guard(&slot.keys.done(key), &lock, &lease.token, ttl)).await {
+        match shared.guard(qi, slot.keys.done(key), lock.clone(), lease.token.clone(), ttl).await {
             Ok(Guard::Acquired) => lease.lock = Some(lock),
             Ok(Guard::Completed) => {
                 tracing::info!(key, "duplicate: idempotency key already completed; acknowledging without running");
