@@ -330,13 +330,15 @@ async fn the_rate_limit_script_allows_n_per_window_then_says_how_long_to_wait() 
     let redis = Redis::shared();
     let b = broker(&redis, &unique("t-ratelimit")).await;
     let period = Duration::from_millis(500);
-    for i in 0..3 {
-        assert_eq!(b.rate_limit("charge", 3, period, &format!("m{i}")).await.unwrap(), None);
-    }
-    let wait = b.rate_limit("charge", 3, period, "m4").await.unwrap().expect("over the limit");
+    assert_eq!(b.rate_limit("charge", 3, period, &["m0"]).await.unwrap(), [None]);
+    // A batch is granted in order while the window has room.
+    let r = b.rate_limit("charge", 3, period, &["m1", "m2", "m3", "m4"]).await.unwrap();
+    assert_eq!(r[..2], [None, None]);
+    let wait = r[2].expect("over the limit");
     assert!(wait > 0 && wait <= 500, "{wait}");
+    assert_eq!(r[3], Some(wait), "every start over the limit waits for the oldest to leave the window");
     tokio::time::sleep(Duration::from_millis(wait + 20)).await;
-    assert_eq!(b.rate_limit("charge", 3, period, "m5").await.unwrap(), None);
+    assert_eq!(b.rate_limit("charge", 3, period, &["m5"]).await.unwrap(), [None]);
 }
 
 #[tokio::test]

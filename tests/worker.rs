@@ -189,10 +189,9 @@ fn weighted_queues_share_jobs_by_weight_while_all_have_work() {
     d.ok(&["admin", "pause", "low"]);
     let _w = d.worker(&["--queues", "high:6,default:3,low:1", "--concurrency", "4", "--max-batch", "4"]);
     std::thread::sleep(Duration::from_millis(500));
-    // Resume all three at once and read all three counters at once: one
-    // command each, so no queue gets a head start and no read lags another.
-    let keys = |suffix: &str| ["high", "default", "low"].map(|q| format!("{}:{{{q}}}:{suffix}", d.ns));
-    let [hp, dp, lp] = keys("paused");
+    // Resume all three at once (one command), so no queue gets a head start.
+    let queues = ["high", "default", "low"];
+    let [hp, dp, lp] = queues.map(|q| format!("{}:{{{q}}}:paused", d.ns));
     redis.cli(&[
         "EVAL",
         "redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) redis.call('LPUSH', KEYS[4], 1)",
@@ -202,15 +201,9 @@ fn weighted_queues_share_jobs_by_weight_while_all_have_work() {
         &lp,
         &format!("{}:{{high}}:signal", d.ns),
     ]);
-    let [hs, ds, ls] = keys("stats");
-    let read = || {
-        let script =
-            "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('HGET', k, 'processed') or '0' end return r";
-        redis.lines(&["EVAL", script, "3", &hs, &ds, &ls]).iter().map(|v| v.parse::<f64>().unwrap()).collect::<Vec<_>>()
-    };
     // Sample while every queue still has work.
-    wait_until(Duration::from_secs(30), || read()[0] >= 2000.0);
-    let got = read();
+    wait_until(Duration::from_secs(30), || d.processed(&queues)[0] >= 2000.0);
+    let got = d.processed(&queues);
     let total: f64 = got.iter().sum();
     for (share, want) in got.iter().map(|g| g / total).zip([0.6, 0.3, 0.1]) {
         assert!((share - want).abs() < 0.03, "shares {:?} vs 6:3:1", got);

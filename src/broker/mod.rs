@@ -454,23 +454,33 @@ impl Broker {
             .collect()
     }
 
-    /// Asks the distributed rate limiter of `kind` for one start: `None` =
+    /// Asks the distributed rate limiter of `kind` for one start per member
+    /// (unique to each start), granted in order: per member `None` =
     /// allowed, `Some(ms)` = wait that long.
     pub async fn rate_limit(
         &self,
         kind: &str,
         limit: u64,
         period: Duration,
-        member: &str,
-    ) -> Result<Option<u64>, BrokerError> {
+        members: &[&str],
+    ) -> Result<Vec<Option<u64>>, BrokerError> {
         let key = keys::rate_limit(&self.namespace, kind);
-        let args = vec![Value::Integer(limit as i64), Value::Integer(period.as_millis().max(1) as i64), member.into()];
+        let mut args = Vec::with_capacity(2 + members.len());
+        args.extend([Value::Integer(limit as i64), Value::Integer(period.as_millis().max(1) as i64)]);
+        args.extend(members.iter().map(|&m| Value::from(m)));
         let v = eval(&self.client, &self.scripts.rate_limit, "rate limit", &[&key], args).await?;
-        match v.as_u64() {
-            Some(0) => Ok(None),
-            Some(ms) => Ok(Some(ms)),
-            None => Err(BrokerError::reply("rate limit", &v)),
-        }
+        let waits = match &v {
+            Value::Array(a) if a.len() == members.len() => a,
+            _ => return Err(BrokerError::reply("rate limit", &v)),
+        };
+        waits
+            .iter()
+            .map(|w| match w.as_u64() {
+                Some(0) => Ok(None),
+                Some(ms) => Ok(Some(ms)),
+                None => Err(BrokerError::reply("rate limit", &v)),
+            })
+            .collect()
     }
 
     /// Tries to take a lock: `true` if `token` now holds it for `ttl`.

@@ -11,8 +11,8 @@
 //! - executions ([`pipeline`]): one task per job, each ending in exactly one
 //!   settlement sent to the settler;
 //! - the settler ([`settle`]): coalesces settlements into batched script calls;
-//! - the guard batcher ([`guard`]): coalesces idempotency-guard checks the
-//!   same way;
+//! - two batchers ([`batch`]): coalesce the idempotency-guard checks and
+//!   the rate-limiter requests of concurrent executions the same way;
 //! - the heartbeat ([`heartbeat`]): extends the leases of everything held.
 //!
 //! Stop order on shutdown: the fetch loop stops taking jobs; executions get
@@ -21,10 +21,10 @@
 //! every settlement and exits; the heartbeat stops last, so leases stay alive
 //! until their jobs are settled.
 
+mod batch;
 pub mod breaker;
 pub mod exec;
 mod fetch;
-mod guard;
 pub mod handler;
 mod heartbeat;
 pub mod http;
@@ -34,7 +34,7 @@ mod weights;
 
 pub use handler::{Builtin, Handler, HandlerError, JobContext};
 
-use crate::broker::{Broker, BrokerError, Guard, LeaseRef};
+use crate::broker::{Broker, Guard, GuardCheck, LeaseRef};
 use crate::http::Status;
 use crate::keys::QueueKeys;
 use crate::metrics::QueueMetrics;
@@ -126,7 +126,19 @@ pub(crate) struct Shared {
     pub hard_stop: CancellationToken,
     pub breakers: breaker::Breakers,
     pub status: Arc<Status>,
-    pub guard_tx: mpsc::UnboundedSender<guard::Check>,
+    /// Idempotency-guard checks, batched per queue.
+    pub guard: batch::Batcher<usize, GuardRequest, Guard>,
+    /// Rate-limiter starts (lease tokens), batched per kind and limit.
+    pub limiter: batch::Batcher<(String, RateLimit), String, Option<u64>>,
+}
+
+/// One attempt's idempotency-guard check: completion marker key, lock key,
+/// lease token, lock TTL.
+pub struct GuardRequest {
+    pub done: String,
+    pub lock: String,
+    pub token: String,
+    pub ttl: Duration,
 }
 
 impl Shared {
@@ -139,23 +151,6 @@ impl Shared {
     pub fn holds(&self, queue: usize, lease: &LeaseRef) -> bool {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held[queue].get(&lease.id).is_some_and(|l| l.token == lease.token)
-    }
-
-    /// Runs the idempotency guard for one attempt, batched with the checks
-    /// of other executions.
-    pub async fn guard(
-        &self,
-        queue: usize,
-        done: String,
-        lock: String,
-        token: String,
-        ttl: Duration,
-    ) -> Result<Guard, BrokerError> {
-        let (reply, outcome) = tokio::sync::oneshot::channel();
-        let check = guard::Check { queue, done, lock, token, ttl, reply };
-        let stopped = || BrokerError::Reply { op: "idempotency guard", detail: "the guard batcher stopped".into() };
-        self.guard_tx.send(check).map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
     }
 
     pub fn unhold(&self, queue: usize, lease: &LeaseRef) {
@@ -185,12 +180,30 @@ pub async fn run(
             metrics: QueueMetrics::new(name),
         })
         .collect();
-    let (guard_tx, guard_rx) = mpsc::unbounded_channel();
-    // Ends once the last sender, in `shared`, is gone.
-    tokio::spawn(guard::run(broker.clone(), guard_rx));
+    let b = broker.clone();
+    let guard = batch::Batcher::spawn("idempotency guard", move |_queue, items: Vec<GuardRequest>| {
+        let b = b.clone();
+        async move {
+            let checks: Vec<GuardCheck> = items
+                .iter()
+                .map(|r| GuardCheck { done: &r.done, lock: &r.lock, token: &r.token, ttl: r.ttl })
+                .collect();
+            b.guard(&checks).await
+        }
+    });
+    let b = broker.clone();
+    let limiter =
+        batch::Batcher::spawn("rate limit", move |(kind, limit): (String, RateLimit), tokens: Vec<String>| {
+            let b = b.clone();
+            async move {
+                let members: Vec<&str> = tokens.iter().map(String::as_str).collect();
+                b.rate_limit(&kind, limit.limit, limit.period, &members).await
+            }
+        });
     let shared = Arc::new(Shared {
         broker: broker.clone(),
-        guard_tx,
+        guard,
+        limiter,
         held: Mutex::new(vec![HashMap::new(); queues.len()]),
         queues,
         breakers: breaker::Breakers::new(cfg.breaker),

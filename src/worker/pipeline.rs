@@ -5,7 +5,7 @@
 use super::breaker::Admission;
 use super::handler::{HandlerError, JobContext};
 use super::settle::{Op, Settle};
-use super::Shared;
+use super::{GuardRequest, Shared};
 use crate::broker::{FailTo, Guard, LeaseRef, Leased};
 use crate::job::StoredJob;
 use std::time::{Duration, Instant};
@@ -75,9 +75,7 @@ async fn run_stages(
 
     // 2. Distributed rate limiter.
     if let Some(limit) = cfg.rate_limits.get(job.kind.as_ref()) {
-        // Boxed: the Redis call's future is large, and keeping it inline would
-        // make every job's task (most never call it) that much bigger to spawn.
-        match Box::pin(shared.broker.rate_limit(&job.kind, limit.limit, limit.period, &lease.token)).await {
+        match shared.limiter.call((job.kind.to_string(), *limit), lease.token.clone()).await {
             Ok(None) => {}
             Ok(Some(wait_ms)) => {
                 slot.metrics.kind(&job.kind).rate_limited.increment(1);
@@ -99,7 +97,8 @@ async fn run_stages(
     if let Some(key) = job.effective_key(&lease.id) {
         let lock = slot.keys.lock(key);
         let ttl = timeout + cfg.visibility_timeout;
-        match shared.guard(qi, slot.keys.done(key), lock.clone(), lease.token.clone(), ttl).await {
+        let check = GuardRequest { done: slot.keys.done(key), lock: lock.clone(), token: lease.token.clone(), ttl };
+        match shared.guard.call(qi, check).await {
             Ok(Guard::Acquired) => lease.lock = Some(lock),
             Ok(Guard::Completed) => {
                 tracing::info!(key, "duplicate: idempotency key already completed; acknowledging without running");

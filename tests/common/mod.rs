@@ -182,6 +182,13 @@ impl Dtq {
         v["queues"][queue].clone()
     }
 
+    /// `processed` of each queue, read in one `inspect stats` call (so the
+    /// counters are taken together).
+    pub fn processed(&self, queues: &[&str]) -> Vec<f64> {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", "stats", "--json"])).unwrap();
+        queues.iter().map(|q| v["queues"][q]["processed"].as_f64().unwrap_or(0.0)).collect()
+    }
+
     pub fn stat(&self, queue: &str, field: &str) -> u64 {
         self.stats(queue)[field].as_u64().unwrap_or(0)
     }
