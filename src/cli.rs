@@ -162,7 +162,7 @@ pub struct WorkArgs {
     /// Most jobs leased by one dequeue call
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub max_batch: u64,
-    /// Jobs leased ahead of free slots [default: adaptive, as many as start in 50 ms at the current rate, 1 to 1000]
+    /// Jobs leased ahead of free slots [default: adaptive, ~50 ms worth of short jobs, 1 to 1000]
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub prefetch: Option<u64>,
     /// Reaper: longest sleep between cycles
@@ -270,6 +270,9 @@ pub struct BenchArgs {
     /// In-process worker concurrency
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub concurrency: u64,
+    /// In-process worker prefetch, as `work --prefetch` [default: adaptive]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    pub prefetch: Option<u64>,
     /// Measure an external fleet: enqueue only, no in-process worker
     #[arg(long)]
     pub no_workers: bool,

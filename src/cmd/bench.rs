@@ -178,6 +178,7 @@ fn start_worker(
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let mut cfg = WorkerConfig::new(vec![(queue.to_string(), 1)]);
     cfg.concurrency = a.concurrency as usize;
+    cfg.prefetch = a.prefetch.map(|p| p as usize);
     cfg.shutdown_grace = Duration::from_secs(5);
     let hook = rec.clone();
     cfg.on_ack = Some(worker::AckHook(Arc::new(move |id: &str| hook.acked(id))));

@@ -3,11 +3,12 @@
 //! Up to `concurrency + prefetch` jobs are leased at a time. Dequeues are
 //! batched and up to two are in flight at once, so the next batch is on its
 //! way while the current one runs; a job starts as soon as a slot is free.
-//! Unless fixed, the prefetch follows the rate jobs start at: as many as
-//! start in [`HORIZON`]. Fast jobs get large batches (few script
-//! calls per job, the next batch always on its way); slow jobs are not
-//! hoarded, so idle workers elsewhere get them, and a worker killed with
-//! `kill -9` strands at most ~50 ms worth of unstarted jobs.
+//! Unless fixed, the prefetch is about [`HORIZON`]'s worth of short jobs:
+//! as many as finished within the horizon of their start over the last one.
+//! Fast jobs get large batches (few script calls per job, the next batch
+//! always on its way); slow jobs are not hoarded, so idle workers elsewhere
+//! get them, and a worker killed with `kill -9` strands at most ~50 ms worth
+//! of unstarted jobs.
 //! Queues are picked by weight; when every queue is found empty the loop
 //! blocks on their wake-up signals instead of polling. On shutdown, jobs
 //! leased but not started are handed back at once.
@@ -21,6 +22,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
@@ -29,19 +31,20 @@ use tokio_util::task::TaskTracker;
 
 /// Most dequeue calls in flight at once.
 const MAX_REQUESTS: usize = 2;
-/// The adaptive prefetch holds as many jobs as start in this long...
+/// The adaptive prefetch holds about this long's worth of short jobs.
 const HORIZON: Duration = Duration::from_millis(50);
-/// ...at the rate measured over this window.
-const WINDOW: Duration = Duration::from_millis(200);
 /// Bounds of the adaptive prefetch.
 const AUTO_PREFETCH: (usize, usize) = (1, 1000);
 
-/// Jobs to lease beyond the running ones: fixed, or as many as start in
-/// [`HORIZON`] at the rate of the current or the previous [`WINDOW`],
-/// whichever is higher, so it grows within milliseconds when jobs are fast
-/// and a burst of slow jobs starting together does not count as a high rate.
+/// Jobs to lease beyond the running ones: fixed, or the number of jobs that
+/// finished within [`HORIZON`] of their start over the current or the
+/// previous [`HORIZON`], whichever is higher. Short jobs make it grow about
+/// twofold per batch; jobs that run longer than the horizon never count, so
+/// a wave of slow jobs finishing together does not look like a high rate.
 struct Prefetch {
     fixed: Option<usize>,
+    /// Short executions finished, counted by the execution tasks.
+    short: Arc<AtomicUsize>,
     window: Instant,
     previous: usize,
     current: usize,
@@ -49,26 +52,21 @@ struct Prefetch {
 
 impl Prefetch {
     fn new(fixed: Option<usize>) -> Self {
-        Prefetch { fixed, window: Instant::now(), previous: 0, current: 0 }
-    }
-
-    fn started(&mut self, n: usize) {
-        self.current += n;
+        Prefetch { fixed, short: Arc::default(), window: Instant::now(), previous: 0, current: 0 }
     }
 
     fn get(&mut self) -> usize {
         if let Some(n) = self.fixed {
             return n;
         }
+        self.current += self.short.swap(0, Ordering::Relaxed);
         let elapsed = self.window.elapsed();
-        if elapsed >= WINDOW {
-            self.previous = if elapsed >= 2 * WINDOW { 0 } else { self.current };
+        if elapsed >= HORIZON {
+            self.previous = if elapsed >= 2 * HORIZON { 0 } else { self.current };
             self.current = 0;
             self.window = Instant::now();
         }
-        let per_window = self.previous.max(self.current) as u128;
-        let n = (per_window * HORIZON.as_micros() / WINDOW.as_micros()) as usize;
-        n.clamp(AUTO_PREFETCH.0, AUTO_PREFETCH.1)
+        self.previous.max(self.current).clamp(AUTO_PREFETCH.0, AUTO_PREFETCH.1)
     }
 }
 
@@ -96,18 +94,19 @@ pub(super) async fn run(
 
     loop {
         // Start what we hold, one job per free slot.
-        let mut started = 0;
         while !local.is_empty() {
             let Ok(permit) = sem.clone().try_acquire_owned() else { break };
             let (qi, job) = local.pop_front().expect("checked non-empty");
-            let (shared, tx) = (shared.clone(), settle_tx.clone());
+            let (shared, tx, short) = (shared.clone(), settle_tx.clone(), prefetch.short.clone());
             tracker.spawn(async move {
+                let started = Instant::now();
                 pipeline::execute(&shared, qi, job, &tx).await;
+                if started.elapsed() < HORIZON {
+                    short.fetch_add(1, Ordering::Relaxed);
+                }
                 drop(permit);
             });
-            started += 1;
         }
-        prefetch.started(started);
         let capacity = cfg.concurrency + prefetch.get();
         // Ask for more while there is room: in batches of at least half the
         // capacity (fewer, larger script calls), or whatever fits when the

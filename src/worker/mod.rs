@@ -4,8 +4,8 @@
 //!
 //! Tasks of one worker process:
 //! - the fetch loop ([`fetch`]): picks a queue by weight, keeps up to
-//!   `concurrency + prefetch` jobs leased (prefetch follows the rate jobs
-//!   start at) with up to two batched dequeues in flight, starts one
+//!   `concurrency + prefetch` jobs leased (prefetch follows how fast short
+//!   jobs finish) with up to two batched dequeues in flight, starts one
 //!   execution per free slot, and waits on the queues' wake-up signal when
 //!   all are empty;
 //! - executions ([`pipeline`]): one task per job, each ending in exactly one
@@ -78,8 +78,8 @@ pub struct WorkerConfig {
     pub max_batch: usize,
     /// Jobs leased ahead of free slots, so the next batch is already here
     /// when a slot frees up (at most `concurrency + prefetch` held). `None`:
-    /// adaptive, as many jobs as start in 50 ms at the current rate (at
-    /// least 1, at most 1000).
+    /// adaptive, about 50 ms worth of short jobs (at least 1, at most 1000;
+    /// see `fetch`).
     pub prefetch: Option<usize>,
     pub rate_limits: HashMap<String, RateLimit>,
     pub breaker: breaker::BreakerConfig,
