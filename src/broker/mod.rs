@@ -439,17 +439,13 @@ impl Broker {
             args.extend([j.token.into(), Value::Integer(j.ttl.as_millis() as i64)]);
         }
         let v = eval(&self.client, &self.scripts.guard, "idempotency guard", &keys, args).await?;
-        let codes = match &v {
-            Value::Array(a) if a.len() == jobs.len() => a,
-            _ => return Err(BrokerError::reply("idempotency guard", &v)),
-        };
-        codes
-            .iter()
-            .map(|c| match c.as_i64() {
-                Some(2) => Ok(Guard::Completed),
-                Some(1) => Ok(Guard::Acquired),
-                Some(0) => Ok(Guard::Held),
-                _ => Err(BrokerError::reply("idempotency guard", &v)),
+        per_job("idempotency guard", v, jobs.len())?
+            .into_iter()
+            .map(|c| match c {
+                2 => Ok(Guard::Completed),
+                1 => Ok(Guard::Acquired),
+                0 => Ok(Guard::Held),
+                _ => Err(BrokerError::Reply { op: "idempotency guard", detail: format!("unknown outcome {c}") }),
             })
             .collect()
     }
@@ -469,18 +465,7 @@ impl Broker {
         args.extend([Value::Integer(limit as i64), Value::Integer(period.as_millis().max(1) as i64)]);
         args.extend(members.iter().map(|&m| Value::from(m)));
         let v = eval(&self.client, &self.scripts.rate_limit, "rate limit", &[&key], args).await?;
-        let waits = match &v {
-            Value::Array(a) if a.len() == members.len() => a,
-            _ => return Err(BrokerError::reply("rate limit", &v)),
-        };
-        waits
-            .iter()
-            .map(|w| match w.as_u64() {
-                Some(0) => Ok(None),
-                Some(ms) => Ok(Some(ms)),
-                None => Err(BrokerError::reply("rate limit", &v)),
-            })
-            .collect()
+        Ok(per_job("rate limit", v, members.len())?.into_iter().map(|ms| (ms > 0).then_some(ms as u64)).collect())
     }
 
     /// Tries to take a lock: `true` if `token` now holds it for `ttl`.
@@ -514,10 +499,15 @@ fn ints(op: &'static str, v: Value) -> Result<Vec<i64>, BrokerError> {
     }
 }
 
-fn flags(op: &'static str, v: Value, n: usize) -> Result<Vec<bool>, BrokerError> {
-    let out: Vec<bool> = ints(op, v)?.into_iter().map(|i| i == 1).collect();
+/// One integer per job of a batch.
+fn per_job(op: &'static str, v: Value, n: usize) -> Result<Vec<i64>, BrokerError> {
+    let out = ints(op, v)?;
     if out.len() != n {
         return Err(BrokerError::Reply { op, detail: format!("{} results for {n} jobs", out.len()) });
     }
     Ok(out)
+}
+
+fn flags(op: &'static str, v: Value, n: usize) -> Result<Vec<bool>, BrokerError> {
+    Ok(per_job(op, v, n)?.into_iter().map(|i| i == 1).collect())
 }
