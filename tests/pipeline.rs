@@ -86,6 +86,22 @@ fn a_rate_limit_is_shared_by_four_workers() {
 }
 
 #[test]
+fn permanent_failures_do_not_open_the_circuit_breaker() {
+    // Rejected jobs (exit 65) are the jobs' fault, not the dependency's: with
+    // the breaker counting them it would open after 6 calls and hold the
+    // rest back for the 10 s cooldown.
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "breaker-permanent");
+    let ledger = Ledger::new();
+    let exec = ledger.exec("exit 65");
+    d.ok(&["produce", "--kind", "rejects", "--count", "40"]);
+    let args = ["--exec", &exec, "--concurrency", "2", "--breaker-min-calls", "6", "--breaker-cooldown", "10s"];
+    let _w = d.worker(&[&args[..], FAST].concat());
+    wait_until(Duration::from_secs(5), || d.stat("default", "dead") == 40);
+    assert_eq!(ledger.entries().len(), 40, "each rejected job ran once");
+}
+
+#[test]
 fn the_circuit_breaker_opens_defers_and_closes_again() {
     let redis = Redis::shared();
     let d = Dtq::new(&redis, "breaker");

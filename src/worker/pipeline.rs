@@ -149,7 +149,9 @@ async fn run_stages(
         Some(Ok(Err(e))) => e,
         Some(Err(_)) => HandlerError::retry(format!("timed out after {}", humantime::format_duration(timeout))),
     };
-    shared.breakers.record(ticket, false);
+    // A permanent failure is the job's own fault (its handler answered and
+    // rejected it): it says nothing against the kind's dependency.
+    shared.breakers.record(ticket, matches!(error, HandlerError::Permanent { .. }));
     let to = match &error {
         HandlerError::Permanent { .. } => FailTo::Dead,
         HandlerError::Retry { .. } if attempt > job.max_retries => FailTo::Dead,
