@@ -10,6 +10,7 @@ pub mod broker;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+mod group;
 pub mod http;
 pub mod job;
 pub mod keys;

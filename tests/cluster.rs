@@ -78,31 +78,11 @@ fn a_killed_worker_is_recovered_on_a_cluster() {
     for q in ["emails", "billing"] {
         d.ok(&["produce", "--kind", "slow", "--count", "4", "--queue", q]);
     }
-    let mut victim = d.worker(&[
-        "--queues",
-        "emails,billing",
-        "--exec",
-        &exec,
-        "--concurrency",
-        "8",
-        "--visibility-timeout",
-        "1s",
-        "--no-reaper",
-    ]);
+    let args = ["--queues", "emails,billing", "--exec", &exec, "--concurrency", "8", "--visibility-timeout", "1s"];
+    let mut victim = d.worker(&[&args[..], &["--no-reaper"]].concat());
     wait_until(Duration::from_secs(10), || ledger.entries().len() == 8);
     victim.kill9();
-    let _w = d.worker(&[
-        "--queues",
-        "emails,billing",
-        "--exec",
-        &exec,
-        "--concurrency",
-        "8",
-        "--visibility-timeout",
-        "1s",
-        "--reap-interval",
-        "100ms",
-    ]);
+    let _w = d.worker(&[&args[..], &["--reap-interval", "100ms"]].concat());
     wait_until(Duration::from_secs(20), || d.stat("emails", "processed") == 4 && d.stat("billing", "processed") == 4);
     assert_eq!(ledger.entries().len(), 16);
 }

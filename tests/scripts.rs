@@ -302,7 +302,7 @@ async fn the_idempotency_guard_locks_detects_completion_and_survives_a_stale_ack
     let k = b.keys("q");
     let (done, lock) = (k.done("key"), k.lock("key"));
     let ttl = Duration::from_secs(30);
-    let check = |token| GuardCheck { done: &done, lock: &lock, token, ttl };
+    let check = |token: &str| GuardCheck { done: done.clone(), lock: lock.clone(), token: token.into(), ttl };
     let one = |token| {
         let b = &b;
         async move { b.guard(&[check(token)]).await.unwrap()[0] }
@@ -312,7 +312,7 @@ async fn the_idempotency_guard_locks_detects_completion_and_survives_a_stale_ack
     assert_eq!(one("t1").await, Guard::Acquired, "re-entrant for its holder");
     // A batch is checked in order: the same key twice, the second waits.
     let (d2, l2) = (k.done("other"), k.lock("other"));
-    let other = |token| GuardCheck { done: &d2, lock: &l2, token, ttl };
+    let other = |token: &str| GuardCheck { done: d2.clone(), lock: l2.clone(), token: token.into(), ttl };
     assert_eq!(
         b.guard(&[other("a"), check("t1"), other("b")]).await.unwrap(),
         [Guard::Acquired, Guard::Acquired, Guard::Held]

@@ -77,14 +77,14 @@ pub enum FailTo {
 }
 
 /// One attempt to check with the idempotency guard.
-#[derive(Debug, Clone, Copy)]
-pub struct GuardCheck<'a> {
+#[derive(Debug, Clone)]
+pub struct GuardCheck {
     /// Full key of the completion marker.
-    pub done: &'a str,
+    pub done: String,
     /// Full key of the execution lock.
-    pub lock: &'a str,
+    pub lock: String,
     /// Lease token of the attempt (the lock's value).
-    pub token: &'a str,
+    pub token: String,
     /// How long the lock lasts.
     pub ttl: Duration,
 }
@@ -431,12 +431,12 @@ impl Broker {
 
     /// Runs the idempotency guard for a batch of attempts of one queue (the
     /// keys share its slot), in order.
-    pub async fn guard(&self, jobs: &[GuardCheck<'_>]) -> Result<Vec<Guard>, BrokerError> {
+    pub async fn guard(&self, jobs: &[GuardCheck]) -> Result<Vec<Guard>, BrokerError> {
         let mut keys: Vec<&str> = Vec::with_capacity(jobs.len() * 2);
         let mut args: Vec<Value> = Vec::with_capacity(jobs.len() * 2);
         for j in jobs {
-            keys.extend([j.done, j.lock]);
-            args.extend([j.token.into(), Value::Integer(j.ttl.as_millis() as i64)]);
+            keys.extend([j.done.as_str(), &j.lock]);
+            args.extend([j.token.as_str().into(), Value::Integer(j.ttl.as_millis() as i64)]);
         }
         let v = eval(&self.client, &self.scripts.guard, "idempotency guard", &keys, args).await?;
         per_job("idempotency guard", v, jobs.len())?

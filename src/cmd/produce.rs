@@ -33,15 +33,11 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         let broker = super::connect(g).await?;
         let total = specs.len();
         // Group by queue, remembering each job's input position for output.
-        let mut by_queue: Vec<(String, Vec<(usize, NewJob)>)> = Vec::new();
-        for (i, spec) in specs.into_iter().enumerate() {
+        let by_queue = crate::group::group_by(specs.into_iter().enumerate().map(|(i, spec)| {
             let queue = spec.queue.clone().unwrap_or_else(|| defaults.queue.clone());
             let job = defaults.new_job(&broker, &queue, spec);
-            match by_queue.iter_mut().find(|(q, _)| *q == queue) {
-                Some((_, v)) => v.push((i, job)),
-                None => by_queue.push((queue, vec![(i, job)])),
-            }
-        }
+            (queue, (i, job))
+        }));
         let mut results: Vec<Option<(String, String, bool)>> = vec![None; total];
         let mut failed = None;
         for (queue, jobs) in by_queue {

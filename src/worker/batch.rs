@@ -59,17 +59,9 @@ where
 {
     let mut batch = Vec::with_capacity(MAX_FLUSH);
     while rx.recv_many(&mut batch, MAX_FLUSH).await > 0 {
-        let mut groups: Vec<(K, Vec<T>, Vec<Reply<R>>)> = Vec::new();
-        for (key, item, reply) in batch.drain(..) {
-            match groups.iter_mut().find(|(k, _, _)| *k == key) {
-                Some((_, items, replies)) => {
-                    items.push(item);
-                    replies.push(reply);
-                }
-                None => groups.push((key, vec![item], vec![reply])),
-            }
-        }
-        join_all(groups.into_iter().map(|(key, items, replies)| {
+        let groups = crate::group::group_by(batch.drain(..).map(|(key, item, reply)| (key, (item, reply))));
+        join_all(groups.into_iter().map(|(key, requests)| {
+            let (items, replies): (Vec<T>, Vec<Reply<R>>) = requests.into_iter().unzip();
             let call = flush(key, items);
             async move {
                 match call.await {

@@ -145,10 +145,7 @@ pub(super) async fn run(
                             picker.charge(qi, jobs.len() as i64 - n as i64);
                             picker.mark_empty(qi);
                         }
-                        for job in jobs {
-                            shared.hold(qi, &LeaseRef { id: job.id.clone(), token: job.token.clone(), lock: None });
-                            local.push_back((qi, job));
-                        }
+                        keep(shared, &mut local, qi, jobs);
                     }
                     Err(e) => {
                         picker.charge(qi, -(n as i64));
@@ -174,10 +171,7 @@ pub(super) async fn run(
     // on their way: visible to other workers at once, no attempt spent.
     while let Some((qi, _, result)) = requests.next().await {
         if let Ok(jobs) = result {
-            for job in jobs {
-                shared.hold(qi, &LeaseRef { id: job.id.clone(), token: job.token.clone(), lock: None });
-                local.push_back((qi, job));
-            }
+            keep(shared, &mut local, qi, jobs);
         }
     }
     if !local.is_empty() {
@@ -186,5 +180,14 @@ pub(super) async fn run(
     for (qi, job) in local {
         let lease = LeaseRef { id: job.id, token: job.token, lock: None };
         let _ = settle_tx.send(Settle { queue: qi, lease, op: Op::Release(0), metrics: None });
+    }
+}
+
+/// Takes leased jobs in: held from now on (the heartbeat extends their
+/// leases until they are settled) and queued to start.
+fn keep(shared: &Shared, local: &mut VecDeque<(usize, Leased)>, qi: usize, jobs: Vec<Leased>) {
+    for job in jobs {
+        shared.hold(qi, LeaseRef { id: job.id.clone(), token: job.token.clone(), lock: None });
+        local.push_back((qi, job));
     }
 }

@@ -127,24 +127,15 @@ pub(crate) struct Shared {
     pub breakers: breaker::Breakers,
     pub status: Arc<Status>,
     /// Idempotency-guard checks, batched per queue.
-    pub guard: batch::Batcher<usize, GuardRequest, Guard>,
+    pub guard: batch::Batcher<usize, GuardCheck, Guard>,
     /// Rate-limiter starts (lease tokens), batched per kind and limit.
     pub limiter: batch::Batcher<(String, RateLimit), String, Option<u64>>,
 }
 
-/// One attempt's idempotency-guard check: completion marker key, lock key,
-/// lease token, lock TTL.
-pub struct GuardRequest {
-    pub done: String,
-    pub lock: String,
-    pub token: String,
-    pub ttl: Duration,
-}
-
 impl Shared {
-    pub fn hold(&self, queue: usize, lease: &LeaseRef) {
+    pub fn hold(&self, queue: usize, lease: LeaseRef) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held[queue].insert(lease.id.clone(), lease.clone());
+        held[queue].insert(lease.id.clone(), lease);
     }
 
     /// True while `lease` is held (not yet settled).
@@ -181,15 +172,9 @@ pub async fn run(
         })
         .collect();
     let b = broker.clone();
-    let guard = batch::Batcher::spawn("idempotency guard", move |_queue, items: Vec<GuardRequest>| {
+    let guard = batch::Batcher::spawn("idempotency guard", move |_queue, checks: Vec<GuardCheck>| {
         let b = b.clone();
-        async move {
-            let checks: Vec<GuardCheck> = items
-                .iter()
-                .map(|r| GuardCheck { done: &r.done, lock: &r.lock, token: &r.token, ttl: r.ttl })
-                .collect();
-            b.guard(&checks).await
-        }
+        async move { b.guard(&checks).await }
     });
     let b = broker.clone();
     let limiter =

@@ -5,8 +5,8 @@
 use super::breaker::Admission;
 use super::handler::{HandlerError, JobContext};
 use super::settle::{Op, Settle};
-use super::{GuardRequest, Shared};
-use crate::broker::{FailTo, Guard, LeaseRef, Leased};
+use super::Shared;
+use crate::broker::{FailTo, Guard, GuardCheck, LeaseRef, Leased};
 use crate::job::StoredJob;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -97,7 +97,7 @@ async fn run_stages(
     if let Some(key) = job.effective_key(&lease.id) {
         let lock = slot.keys.lock(key);
         let ttl = timeout + cfg.visibility_timeout;
-        let check = GuardRequest { done: slot.keys.done(key), lock: lock.clone(), token: lease.token.clone(), ttl };
+        let check = GuardCheck { done: slot.keys.done(key), lock: lock.clone(), token: lease.token.clone(), ttl };
         match shared.guard.call(qi, check).await {
             Ok(Guard::Acquired) => lease.lock = Some(lock),
             Ok(Guard::Completed) => {

@@ -60,15 +60,8 @@ fn group_of(op: &Op) -> Group {
 }
 
 async fn flush(shared: &Shared, batch: &[Settle], abandon: &CancellationToken) {
-    let mut groups: Vec<(usize, Group, Vec<&Settle>)> = Vec::new();
-    for s in batch {
-        let g = group_of(&s.op);
-        match groups.iter_mut().find(|(q, gg, _)| *q == s.queue && *gg == g) {
-            Some((_, _, v)) => v.push(s),
-            None => groups.push((s.queue, g, vec![s])),
-        }
-    }
-    join_all(groups.iter().map(|(q, g, items)| settle_group(shared, *q, *g, items, abandon))).await;
+    let groups = crate::group::group_by(batch.iter().map(|s| ((s.queue, group_of(&s.op)), s)));
+    join_all(groups.iter().map(|((q, g), items)| settle_group(shared, *q, *g, items, abandon))).await;
 }
 
 async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle], abandon: &CancellationToken) {
