@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- ack: complete a batch of leased jobs (fenced by lease token).
 --
 -- KEYS[1] inflight   ZSET
@@ -6,12 +7,17 @@
 -- KEYS[4] leases     HASH
 -- KEYS[5] errors     HASH  job id -> last error
 -- KEYS[6] stats      HASH
--- KEYS[7..] per job, in job order: its completion markers (done:<id or key>),
---           then its idempotency lock (lock:<key>), as counted in ARGV
+-- KEYS[7..] per job, in job order: its idempotency keys (idem:<id or key>),
+--           as counted in ARGV; each is set to 'd' (completed) for the
+--           window. The key a running attempt held is among them, so the
+--           same write that marks it done releases it.
 --
 -- ARGV[1] idempotency window (ms)
 -- ARGV[2] number of jobs n
--- then 4 per job: id, token, marker count, lock count (0 or 1)
+-- then 3 per job: id, token, key count
+--
+-- allow-oom: an acknowledgement frees the body, and refusing it at
+-- maxmemory would make the job run again.
 --
 -- A stale lease (the attempt's lease expired and the job moved on) changes
 -- nothing of the job's state, but its completion markers are still written:
@@ -22,24 +28,19 @@
 local window = ARGV[1]
 local n = tonumber(ARGV[2])
 local ids = {}
-for i = 0, n - 1 do ids[i + 1] = ARGV[3 + i * 4] end
+for i = 0, n - 1 do ids[i + 1] = ARGV[3 + i * 3] end
 local tokens = redis.call('HMGET', KEYS[4], unpack(ids))
 local k = 7
 local out = {}
 local acked = {}
 for i = 0, n - 1 do
-  local b = 3 + i * 4
+  local b = 3 + i * 3
   local token = ARGV[b + 1]
   local markers = tonumber(ARGV[b + 2])
-  local locks = tonumber(ARGV[b + 3])
   for m = 0, markers - 1 do
-    redis.call('SET', KEYS[k + m], 1, 'PX', window)
+    redis.call('SET', KEYS[k + m], 'd', 'PX', window)
   end
-  for l = 0, locks - 1 do
-    local lock = KEYS[k + markers + l]
-    if redis.call('GET', lock) == token then redis.call('DEL', lock) end
-  end
-  k = k + markers + locks
+  k = k + markers
   if tokens[i + 1] == token then
     acked[#acked + 1] = ids[i + 1]
     out[i + 1] = 1

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- cancel: remove a job that has not started yet.
 --
 -- KEYS[1] pending    LIST

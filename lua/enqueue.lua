@@ -1,11 +1,15 @@
+#!lua
 -- enqueue: add a batch of jobs to one queue.
+--
+-- No allow-oom flag: at maxmemory the call is refused up front.
 --
 -- KEYS[1] pending    LIST  job ids ready to run (LPUSH in, RPOP out)
 -- KEYS[2] scheduled  ZSET  job id -> run-at (ms, Redis clock)
 -- KEYS[3] jobs       HASH  job id -> body
 -- KEYS[4] stats      HASH  lifetime counters
 -- KEYS[5] signal     LIST  wake-up marker for idle workers (at most one element)
--- KEYS[6..] done     STRING completion markers, one per job whose ARGV flag is 1, in job order
+-- KEYS[6..] idem     STRING idempotency state of the client-chosen id, one per job whose
+--                    ARGV flag is 1, in job order ('d' = completed within the window)
 --
 -- ARGV[1] number of jobs n
 -- then 5 per job: id, body, delay_ms (relative to now), run_at_ms (absolute, 0 = none), has_marker (0|1)
@@ -24,7 +28,8 @@ for i = 0, n - 1 do
   local id = ARGV[b]
   local dup = false
   if ARGV[b + 4] == '1' then
-    dup = redis.call('EXISTS', KEYS[marker]) == 1
+    local v = redis.call('GET', KEYS[marker])
+    dup = v ~= false and string.sub(v, 1, 2) ~= 'r:'
     marker = marker + 1
   end
   if not dup and redis.call('HSETNX', KEYS[3], id, ARGV[b + 1]) == 1 then

@@ -1,5 +1,9 @@
+#!lua flags=allow-oom
 -- fail: record failed attempts (fenced by lease token); each job is retried
 -- later or dead-lettered.
+--
+-- allow-oom: a failure must be recorded even at maxmemory, or the job
+-- would run again beside a retry.
 --
 -- KEYS[1] inflight   ZSET
 -- KEYS[2] scheduled  ZSET  job id -> run-at (ms)
@@ -7,7 +11,7 @@
 -- KEYS[4] leases     HASH
 -- KEYS[5] errors     HASH  job id -> last error
 -- KEYS[6] stats      HASH
--- KEYS[7..] per job with a lock count of 1, in job order: its idempotency lock
+-- KEYS[7..] per job with a lock count of 1, in job order: its idempotency key (released if this attempt holds it)
 --
 -- ARGV[1] number of jobs n
 -- then 5 per job: id, token, retry delay in ms (-1 = dead-letter now), error,
@@ -25,7 +29,7 @@ for i = 0, n - 1 do
   local id = ARGV[b]
   local token = ARGV[b + 1]
   if ARGV[b + 4] == '1' then
-    if redis.call('GET', KEYS[k]) == token then redis.call('DEL', KEYS[k]) end
+    if redis.call('GET', KEYS[k]) == 'r:' .. token then redis.call('DEL', KEYS[k]) end
     k = k + 1
   end
   if redis.call('HGET', KEYS[4], id) == token then

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- lock-renew: extend a lock only if we still hold it (fenced by token).
 --
 -- KEYS[1] the lock   STRING  token of the holder

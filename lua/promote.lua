@@ -1,3 +1,4 @@
+#!lua
 -- promote: move due scheduled jobs (delayed, retrying, deferred) to pending.
 --
 -- KEYS[1] scheduled  ZSET  job id -> run-at (ms)

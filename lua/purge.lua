@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- purge: delete up to a bounded number of jobs from one state of a queue
 -- (pending, scheduled or dead), bodies included. The caller loops until 0.
 --

@@ -1,3 +1,4 @@
+#!lua
 -- rate-limit: a sliding-window log. Allows at most N starts in any window of
 -- PERIOD, shared by every worker on this Redis and namespace. Takes a batch
 -- of starts of one kind, granted in order while the window has room.

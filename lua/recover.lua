@@ -1,5 +1,8 @@
+#!lua flags=allow-oom
 -- recover: put jobs whose lease expired (dead or partitioned worker) back in
 -- pending, or dead-letter them when that lost attempt was their last.
+--
+-- allow-oom: recovery shrinks memory and must work at maxmemory.
 --
 -- KEYS[1] inflight   ZSET  job id -> lease deadline (ms)
 -- KEYS[2] pending    LIST
@@ -26,11 +29,17 @@ for _, id in ipairs(ids) do
   local max_retries = nil
   local body = redis.call('HGET', KEYS[5], id)
   if body then
-    local ok, job = pcall(cjson.decode, body)
-    if ok and type(job) == 'table' then max_retries = tonumber(job['r']) end
+    -- Bodies open with their retry budget ({"r":N,...}), so it is read
+    -- without decoding the whole payload; older bodies are decoded.
+    max_retries = tonumber(string.match(body, '^{"r":(%d+)'))
+    if max_retries == nil then
+      local ok, job = pcall(cjson.decode, body)
+      if ok and type(job) == 'table' then max_retries = tonumber(job['r']) end
+    end
   end
-  -- The lost attempt counts, so a job that kills its worker every time ends
-  -- in the dead-letter set instead of looping forever.
+  -- The lost attempt counts (it was charged when its handler started; a job
+  -- leased but never started was not), so a job that kills its worker every
+  -- time ends in the dead-letter set instead of looping forever.
   if max_retries ~= nil and attempts > max_retries then
     redis.call('ZADD', KEYS[6], now, id)
     redis.call('HSET', KEYS[7], id, 'lease expired on attempt ' .. attempts .. ' (worker lost); no retries left')

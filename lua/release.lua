@@ -1,18 +1,23 @@
+#!lua flags=allow-oom
 -- release: give leased jobs back without spending an attempt (fenced by lease
 -- token). Used for jobs deferred by the rate limiter, the circuit breaker or
 -- the idempotency guard, and for jobs handed back at shutdown.
+--
+-- allow-oom: handing back at maxmemory keeps the job safe.
 --
 -- KEYS[1] inflight   ZSET
 -- KEYS[2] scheduled  ZSET
 -- KEYS[3] pending    LIST
 -- KEYS[4] leases     HASH
--- KEYS[5] attempts   HASH
+-- KEYS[5] attempts   HASH  job id -> attempts started
 -- KEYS[6] signal     LIST
--- KEYS[7..] per job with a lock count of 1, in job order: its idempotency lock
+-- KEYS[7..] per job with a lock count of 1, in job order: its idempotency key (released if this attempt holds it)
 --
 -- ARGV[1] number of jobs n
--- then 4 per job: id, token, delay in ms (0 = visible again at once, at the
--- head of the queue), lock count (0 or 1)
+-- then 5 per job: id, token, delay in ms (0 = visible again at once, at the
+-- head of the queue), lock count (0 or 1), refund (1 = give back the attempt
+-- charged when it started: handed back at shutdown, or the worker could not
+-- run it at all)
 --
 -- Returns: an array of n integers, 1 = released, 0 = stale lease.
 local t = redis.call('TIME')
@@ -22,17 +27,17 @@ local k = 7
 local out = {}
 local now_ready = 0
 for i = 0, n - 1 do
-  local b = 2 + i * 4
+  local b = 2 + i * 5
   local id = ARGV[b]
   local token = ARGV[b + 1]
   if ARGV[b + 3] == '1' then
-    if redis.call('GET', KEYS[k]) == token then redis.call('DEL', KEYS[k]) end
+    if redis.call('GET', KEYS[k]) == 'r:' .. token then redis.call('DEL', KEYS[k]) end
     k = k + 1
   end
   if redis.call('HGET', KEYS[4], id) == token then
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', KEYS[4], id)
-    if redis.call('HINCRBY', KEYS[5], id, -1) <= 0 then redis.call('HDEL', KEYS[5], id) end
+    if ARGV[b + 4] == '1' and redis.call('HINCRBY', KEYS[5], id, -1) <= 0 then redis.call('HDEL', KEYS[5], id) end
     local delay = tonumber(ARGV[b + 2])
     if delay > 0 then
       redis.call('ZADD', KEYS[2], now + delay, id)

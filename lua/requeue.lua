@@ -1,3 +1,4 @@
+#!lua
 -- requeue: move dead-lettered jobs back to pending with a fresh retry budget.
 --
 -- KEYS[1] dead       ZSET

@@ -129,6 +129,13 @@ pub struct WorkArgs {
     /// Default handler timeout
     #[arg(long, default_value = "5m", value_parser = config::positive_duration)]
     pub job_timeout: Duration,
+    /// Longest timeout a job may set for itself (longer ones are clamped)
+    #[arg(long, default_value = "24h", value_parser = config::positive_duration)]
+    pub max_job_timeout: Duration,
+    /// Variable of this process' environment passed on to --exec handlers
+    /// (besides PATH, HOME, LANG, LC_ALL, TZ, TMPDIR and the job's DTQ_*); repeatable
+    #[arg(long = "exec-env", value_name = "NAME")]
+    pub exec_env: Vec<String>,
     /// Time in-flight jobs get to finish after SIGTERM
     #[arg(long, default_value = "30s", value_parser = config::duration)]
     pub shutdown_grace: Duration,

@@ -250,13 +250,14 @@ pub fn parse_specs(text: &str) -> Result<Vec<JobSpec>, (Position, SpecError)> {
 /// queue may hold millions of bodies; this is internal, not a public format.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StoredJob<'a> {
+    /// Failures allowed before dead-letter. First, so that recover.lua reads
+    /// it from the body's opening bytes without decoding the payload.
+    #[serde(rename = "r")]
+    pub max_retries: u32,
     #[serde(rename = "k", borrow)]
     pub kind: std::borrow::Cow<'a, str>,
     #[serde(rename = "p", borrow)]
     pub payload: &'a RawValue,
-    /// Failures allowed before dead-letter (read by recover.lua too).
-    #[serde(rename = "r")]
-    pub max_retries: u32,
     /// Handler timeout in ms, if the job set its own.
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,

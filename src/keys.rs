@@ -16,8 +16,8 @@
 //! | `ns:{q}:stats` | HASH | lifetime counters (processed, failed, ...) |
 //! | `ns:{q}:paused` | STRING | present while the queue is paused |
 //! | `ns:{q}:signal` | LIST | wake-up marker for idle workers (≤ 1 element) |
-//! | `ns:{q}:done:<id or key>` | STRING | completion marker, TTL = idempotency window |
-//! | `ns:{q}:lock:<key>` | STRING | idempotency execution lock, TTL ≈ lease |
+//! | `ns:{q}:idem:<id or key>` | STRING | idempotency state: `r:<token>` while an attempt runs (TTL = lease, renewed with it), `d` once completed (TTL = idempotency window) |
+//! | `ns:{q}:receipt:<token prefix>` | STRING | ids leased by one dequeue call, so a replayed call returns the same batch (TTL = lease) |
 //! | `ns:queues` | SET | every queue that ever had a job |
 //! | `ns:reaper:lock` | STRING | reaper leader lock (token) |
 //! | `ns:rate:<kind>` | STRING | rate limiter state for one kind |
@@ -62,14 +62,15 @@ impl QueueKeys {
         }
     }
 
-    /// Completion marker of a client-chosen id or an idempotency key.
-    pub fn done(&self, id_or_key: &str) -> String {
-        format!("{}:done:{id_or_key}", self.prefix)
+    /// Idempotency state of a client-chosen id or an idempotency key: held
+    /// by a running attempt, or marked completed.
+    pub fn idem(&self, id_or_key: &str) -> String {
+        format!("{}:idem:{id_or_key}", self.prefix)
     }
 
-    /// Execution lock of an idempotency key.
-    pub fn lock(&self, key: &str) -> String {
-        format!("{}:lock:{key}", self.prefix)
+    /// Receipt of the dequeue call with this lease token prefix.
+    pub fn receipt(&self, token_prefix: &str) -> String {
+        format!("{}:receipt:{token_prefix}", self.prefix)
     }
 }
 
@@ -98,7 +99,7 @@ mod tests {
     #[test]
     fn queue_keys_share_the_queue_hash_tag() {
         let k = QueueKeys::new("dtq", "emails");
-        for key in [&k.pending, &k.inflight, &k.jobs, &k.signal, &k.done("a"), &k.lock("b")] {
+        for key in [&k.pending, &k.inflight, &k.jobs, &k.signal, &k.idem("a"), &k.receipt("b")] {
             assert!(key.starts_with("dtq:{emails}:"), "{key}");
         }
     }

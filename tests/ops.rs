@@ -113,7 +113,9 @@ fn metrics_endpoints_and_every_contract_metric_with_its_labels() {
     wait_until(Duration::from_secs(10), || d.stat("mq", "processed") >= 4);
     // Queue depth is sampled by the reaper leader every 5 s.
     wait_until(Duration::from_secs(15), || {
-        series(&get(port, "/metrics").1, "dtq_queue_depth").iter().any(|l| l.contains("queue=\"mq\""))
+        series(&get(port, "/metrics").1, "dtq_queue_depth")
+            .iter()
+            .any(|l| l.contains("queue=\"mq\"") && l.contains("dead") && l.ends_with(" 1"))
     });
     let (status, m) = get(port, "/metrics");
     assert_eq!(status, 200);

@@ -4,7 +4,7 @@
 mod common;
 
 use common::Redis;
-use dtq::broker::{connect::parse_target, Broker, Cancel, FailTo, Guard, GuardCheck, LeaseRef, NewJob, TlsFiles};
+use dtq::broker::{connect::parse_target, Broker, Cancel, FailTo, LeaseRef, NewJob, Start, StartCheck, TlsFiles};
 use dtq::keys::QueueKeys;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,34 +72,39 @@ async fn enqueue_puts_ready_jobs_in_pending_delayed_in_scheduled_and_reports_dup
     let mut delayed = job("c");
     delayed.delay_ms = 60_000;
     let mut marked = job("d");
-    marked.marker = Some(k.done("d"));
-    redis.cli(&["SET", &k.done("d"), "1"]);
-    let r = b.enqueue(&k, &[job("a"), job("b"), delayed, job("a"), marked]).await.unwrap();
-    assert_eq!(r, [true, true, true, false, false]);
+    marked.marker = Some(k.idem("d"));
+    redis.cli(&["SET", &k.idem("d"), "d"]);
+    // A key held by a running attempt is not a completion: no duplicate.
+    let mut running = job("e");
+    running.marker = Some(k.idem("e"));
+    redis.cli(&["SET", &k.idem("e"), "r:w:1"]);
+    let r = b.enqueue(&k, &[job("a"), job("b"), delayed, job("a"), marked, running]).await.unwrap();
+    assert_eq!(r, [true, true, true, false, false, true]);
     assert_eq!(
         dump(&redis, ns),
         state(&[
-            ("{q}:pending", &["b", "a"]),
+            ("{q}:pending", &["e", "b", "a"]),
             ("{q}:scheduled", &["c"]),
-            ("{q}:jobs", &["a", "b", "c"]),
-            ("{q}:stats", &["enqueued=3"]),
+            ("{q}:jobs", &["a", "b", "c", "e"]),
+            ("{q}:stats", &["enqueued=4"]),
             ("{q}:signal", &["1"]),
-            ("{q}:done:d", &["1"]),
+            ("{q}:idem:d", &["d"]),
+            ("{q}:idem:e", &["r:w:1"]),
         ])
     );
 }
 
 #[tokio::test]
-async fn dequeue_leases_in_fifo_order_with_tokens_and_attempts() {
+async fn dequeue_leases_in_fifo_order_with_tokens_and_charges_no_attempt() {
     let redis = Redis::shared();
     let ns = &unique("t-dequeue");
     let b = broker(&redis, ns).await;
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
-    let got = b.dequeue(&k, 2, Duration::from_secs(30), "w:1:").await.unwrap();
+    let got = b.dequeue(&k, 2, Duration::from_secs(30), "w:1:", &[]).await.unwrap();
     let ids: Vec<_> = got.iter().map(|j| (j.id.as_str(), j.attempt, j.token.as_str())).collect();
     assert_eq!(ids, [("a", 1, "w:1:1"), ("b", 1, "w:1:2")]);
-    assert!(got[0].body.as_deref().unwrap().contains("\"x\":\"a\""));
+    assert!(String::from_utf8_lossy(got[0].body.as_deref().unwrap()).contains("\"x\":\"a\""));
     assert_eq!(redis.lines(&["HGETALL", &k.leases]), ["a", "w:1:1", "b", "w:1:2"]);
     let deadline: f64 = redis.cli(&["ZSCORE", &k.inflight, "a"]).trim().parse().unwrap();
     let now = dtq::job::now_ms() as f64;
@@ -112,11 +117,83 @@ async fn dequeue_leases_in_fifo_order_with_tokens_and_attempts() {
             ("{q}:pending", &["c"]),
             ("{q}:inflight", &["a", "b"]),
             ("{q}:jobs", &["a", "b", "c"]),
-            ("{q}:attempts", &["a=1", "b=1"]),
             ("{q}:stats", &["enqueued=3"]),
             ("{q}:signal", &["1"]),
+            ("{q}:receipt:w:1:", &["a\nb"]),
         ])
     );
+}
+
+#[tokio::test]
+async fn a_replayed_dequeue_returns_the_same_batch_and_orphans_nothing() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-replay")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
+    let first = b.dequeue(&k, 2, Duration::from_secs(30), "w:7:", &[]).await.unwrap();
+    // The same call again (fred resends it when the reply was lost).
+    let again = b.dequeue(&k, 2, Duration::from_secs(30), "w:7:", &[]).await.unwrap();
+    let ids = |v: &[dtq::broker::Leased]| v.iter().map(|j| (j.id.clone(), j.token.clone())).collect::<Vec<_>>();
+    assert_eq!(ids(&again), ids(&first));
+    assert_eq!(redis.int(&["LLEN", &k.pending]), 1, "no second batch leased");
+    assert_eq!(redis.int(&["ZCARD", &k.inflight]), 2);
+    // A replay after one job was settled returns only what is still leased to it.
+    b.ack(&k, &[(&lease("a", "w:7:1"), &[])], Duration::from_secs(60)).await.unwrap();
+    let later = b.dequeue(&k, 2, Duration::from_secs(30), "w:7:", &[]).await.unwrap();
+    assert_eq!(ids(&later), [("b".to_string(), "w:7:2".to_string())]);
+    // The next call deletes the receipts it is given.
+    let next = b.dequeue(&k, 5, Duration::from_secs(30), "w:8:", &[k.receipt("w:7:")]).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(redis.int(&["EXISTS", &k.receipt("w:7:")]), 0);
+    assert_eq!(redis.int(&["EXISTS", &k.receipt("w:8:")]), 1);
+}
+
+#[tokio::test]
+async fn start_charges_the_attempt_and_guards_keys_in_order() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-start")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b"), job("c"), job("d")]).await.unwrap();
+    b.dequeue(&k, 4, Duration::from_secs(30), "w:", &[]).await.unwrap();
+    let vt = Duration::from_secs(30);
+    let check = |id: &str, token: &str, key: Option<&str>| StartCheck {
+        id: id.into(),
+        token: token.into(),
+        key: key.map(|k2| k.idem(k2)),
+    };
+    let r = b
+        .start(
+            &k,
+            vt,
+            &[
+                check("a", "w:1", None),
+                check("b", "w:2", Some("key")),
+                check("c", "w:3", Some("key")),
+                check("d", "stale", Some("other")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, [Start::Run(1), Start::Run(1), Start::Held, Start::LeaseLost]);
+    assert_eq!(redis.lines(&["HGETALL", &k.attempts]), ["a", "1", "b", "1"]);
+    assert_eq!(redis.cli(&["GET", &k.idem("key")]).trim(), "r:w:2");
+    let ttl = redis.int(&["PTTL", &k.idem("key")]);
+    assert!(ttl > 25_000 && ttl <= 30_000, "the key lives as long as the lease: {ttl}");
+    assert_eq!(redis.int(&["EXISTS", &k.idem("other")]), 0, "a lost lease takes no key");
+    // The heartbeat renews the key with the lease; a release frees it.
+    redis.cli(&["PEXPIRE", &k.idem("key"), "1000"]);
+    let held = LeaseRef { id: "b".into(), token: "w:2".into(), lock: Some(k.idem("key")) };
+    assert_eq!(b.heartbeat(&k, vt, &[&held]).await.unwrap(), [true]);
+    assert!(redis.int(&["PTTL", &k.idem("key")]) > 25_000);
+    // An ack marks the key completed (even with a stale lease: the effect happened).
+    let stale = LeaseRef { id: "b".into(), token: "old".into(), lock: Some(k.idem("key")) };
+    assert_eq!(b.ack(&k, &[(&stale, &[k.idem("key")])], Duration::from_secs(60)).await.unwrap(), [false]);
+    assert_eq!(redis.cli(&["GET", &k.idem("key")]).trim(), "d");
+    assert_eq!(b.start(&k, vt, &[check("c", "w:3", Some("key"))]).await.unwrap(), [Start::Completed]);
+    assert_eq!(redis.int(&["HEXISTS", &k.attempts, "c"]), 0, "a completed key costs no attempt");
+    // Re-entrant for its holder.
+    assert_eq!(b.start(&k, vt, &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(1)]);
+    assert_eq!(b.start(&k, vt, &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(2)]);
 }
 
 #[tokio::test]
@@ -126,9 +203,9 @@ async fn a_paused_queue_gives_nothing_until_resumed() {
     let k = b.keys("q");
     b.enqueue(&k, &[job("a")]).await.unwrap();
     b.set_paused(&k, true).await.unwrap();
-    assert!(b.dequeue(&k, 10, Duration::from_secs(5), "w:").await.unwrap().is_empty());
+    assert!(b.dequeue(&k, 10, Duration::from_secs(5), "w:", &[]).await.unwrap().is_empty());
     b.set_paused(&k, false).await.unwrap();
-    assert_eq!(b.dequeue(&k, 10, Duration::from_secs(5), "w:").await.unwrap().len(), 1);
+    assert_eq!(b.dequeue(&k, 10, Duration::from_secs(5), "w:", &[]).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -138,12 +215,12 @@ async fn ack_completes_the_job_and_a_stale_token_changes_nothing() {
     let b = broker(&redis, ns).await;
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
-    b.dequeue(&k, 2, Duration::from_secs(30), "w:").await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
     let before = dump(&redis, ns);
     let stale = b.ack(&k, &[(&lease("a", "w:9"), &[])], Duration::from_secs(60)).await.unwrap();
     assert_eq!(stale, [false]);
     assert_eq!(dump(&redis, ns), before, "a stale ack must change nothing");
-    let markers = vec![k.done("a")];
+    let markers = vec![k.idem("a")];
     let r = b.ack(&k, &[(&lease("a", "w:1"), &markers)], Duration::from_secs(60)).await.unwrap();
     assert_eq!(r, [true]);
     let mut s = dump(&redis, ns);
@@ -153,13 +230,13 @@ async fn ack_completes_the_job_and_a_stale_token_changes_nothing() {
         state(&[
             ("{q}:inflight", &["b"]),
             ("{q}:jobs", &["b"]),
-            ("{q}:attempts", &["b=1"]),
             ("{q}:stats", &["enqueued=2", "processed=1"]),
             ("{q}:signal", &["1"]),
-            ("{q}:done:a", &["1"]),
+            ("{q}:idem:a", &["d"]),
+            ("{q}:receipt:w:", &["a\nb"]),
         ])
     );
-    let ttl = redis.int(&["PTTL", &k.done("a")]);
+    let ttl = redis.int(&["PTTL", &k.idem("a")]);
     assert!(ttl > 50_000 && ttl <= 60_000, "marker ttl {ttl}");
 }
 
@@ -170,7 +247,9 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
     let b = broker(&redis, ns).await;
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
-    b.dequeue(&k, 2, Duration::from_secs(30), "w:").await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
     assert_eq!(b.fail(&k, &[(&lease("a", "nope"), FailTo::Dead, "x")]).await.unwrap(), [false]);
     let r = b
         .fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom"), (&lease("b", "w:2"), FailTo::Dead, "fatal")])
@@ -179,6 +258,7 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
     assert_eq!(r, [true, true]);
     let mut s = dump(&redis, ns);
     s.remove("{q}:signal");
+    s.remove("{q}:receipt:w:");
     assert_eq!(
         s,
         state(&[
@@ -196,21 +276,28 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
 }
 
 #[tokio::test]
-async fn release_hands_a_job_back_without_spending_an_attempt() {
+async fn release_hands_a_job_back_without_spending_an_attempt_and_refunds_on_request() {
     let redis = Redis::shared();
     let b = broker(&redis, &unique("t-release")).await;
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
-    b.dequeue(&k, 2, Duration::from_secs(30), "w:").await.unwrap();
-    let r =
-        b.release(&k, &[(&lease("a", "w:1"), 0), (&lease("b", "w:2"), 60_000), (&lease("c", "w:3"), 0)]).await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
+    let r = b
+        .release(
+            &k,
+            &[(&lease("a", "w:1"), 0, true), (&lease("b", "w:2"), 60_000, true), (&lease("c", "w:3"), 0, true)],
+        )
+        .await
+        .unwrap();
     assert_eq!(r, [true, true, false]);
     // "a" goes to the head of the line: the next dequeue takes it first.
     assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["c", "a"]);
     assert_eq!(redis.lines(&["ZRANGE", &k.scheduled, "0", "-1"]), ["b"]);
     assert_eq!(redis.int(&["HLEN", &k.attempts]), 0);
     assert_eq!(redis.int(&["ZCARD", &k.inflight]), 0);
-    let next = b.dequeue(&k, 1, Duration::from_secs(30), "w2:").await.unwrap();
+    let next = b.dequeue(&k, 1, Duration::from_secs(30), "w2:", &[]).await.unwrap();
     assert_eq!((next[0].id.as_str(), next[0].attempt), ("a", 1));
 }
 
@@ -220,7 +307,7 @@ async fn heartbeat_extends_live_leases_only() {
     let b = broker(&redis, &unique("t-heartbeat")).await;
     let k = b.keys("q");
     b.enqueue(&k, &[job("a")]).await.unwrap();
-    b.dequeue(&k, 1, Duration::from_secs(1), "w:").await.unwrap();
+    b.dequeue(&k, 1, Duration::from_secs(1), "w:", &[]).await.unwrap();
     let r = b.heartbeat(&k, Duration::from_secs(100), &[&lease("a", "w:1"), &lease("a", "old")]).await.unwrap();
     assert_eq!(r, [true, false]);
     let deadline: f64 = redis.cli(&["ZSCORE", &k.inflight, "a"]).trim().parse().unwrap();
@@ -234,23 +321,28 @@ async fn recover_requeues_expired_leases_and_dead_letters_exhausted_jobs() {
     let b = broker(&redis, ns).await;
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
-    b.dequeue(&k, 3, Duration::from_millis(300), "w:").await.unwrap();
+    b.enqueue(&k, &[job("never-started")]).await.unwrap();
+    b.dequeue(&k, 4, Duration::from_millis(300), "w:", &[]).await.unwrap();
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    b.start(&k, Duration::from_millis(300), &starts).await.unwrap();
     b.heartbeat(&k, Duration::from_secs(60), &[&lease("c", "w:3")]).await.unwrap();
     // "b" already used its one retry: its lost attempt was its last.
     redis.cli(&["HSET", &k.attempts, "b", "2"]);
     assert_eq!(b.recover(&k, 100).await.unwrap(), (0, 0, false));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(b.recover(&k, 100).await.unwrap(), (1, 1, false));
-    assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["a"]);
+    assert_eq!(b.recover(&k, 100).await.unwrap(), (2, 1, false));
+    assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["a", "never-started"]);
+    assert_eq!(redis.int(&["HEXISTS", &k.attempts, "never-started"]), 0, "leased but never started: not charged");
     assert_eq!(redis.lines(&["ZRANGE", &k.dead, "0", "-1"]), ["b"]);
     assert_eq!(redis.lines(&["ZRANGE", &k.inflight, "0", "-1"]), ["c"]);
     assert!(redis.cli(&["HGET", &k.errors, "b"]).contains("lease expired"));
     // The old lease of "a" is fenced off.
     assert_eq!(b.ack(&k, &[(&lease("a", "w:1"), &[])], Duration::from_secs(1)).await.unwrap(), [false]);
     // The attempt counts: the next delivery is attempt 2.
-    let again = b.dequeue(&k, 1, Duration::from_secs(30), "w2:").await.unwrap();
-    assert_eq!((again[0].id.as_str(), again[0].attempt), ("a", 2));
-    assert_eq!(redis.cli(&["HGET", &k.stats, "recovered"]).trim(), "1");
+    let again = b.dequeue(&k, 2, Duration::from_secs(30), "w2:", &[]).await.unwrap();
+    let a = again.iter().find(|j| j.id == "a").unwrap();
+    assert_eq!(a.attempt, 2);
+    assert_eq!(redis.cli(&["HGET", &k.stats, "recovered"]).trim(), "2");
 }
 
 #[tokio::test]
@@ -279,7 +371,9 @@ async fn requeue_purge_and_cancel() {
     let b = broker(&redis, &unique("t-admin")).await;
     let k: QueueKeys = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c"), job("d")]).await.unwrap();
-    b.dequeue(&k, 3, Duration::from_secs(30), "w:").await.unwrap();
+    b.dequeue(&k, 3, Duration::from_secs(30), "w:", &[]).await.unwrap();
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
     b.fail(&k, &[(&lease("a", "w:1"), FailTo::Dead, "e1"), (&lease("b", "w:2"), FailTo::Dead, "e2")]).await.unwrap();
     assert_eq!(b.cancel(&k, "c").await.unwrap(), Cancel::Running);
     assert_eq!(b.cancel(&k, "a").await.unwrap(), Cancel::Dead);
@@ -293,36 +387,6 @@ async fn requeue_purge_and_cancel() {
     assert_eq!(b.purge(&k, "dead", 10).await.unwrap(), 1);
     assert_eq!(b.purge(&k, "pending", 10).await.unwrap(), 1);
     assert_eq!(redis.lines(&["HKEYS", &k.jobs]), ["c"]);
-}
-
-#[tokio::test]
-async fn the_idempotency_guard_locks_detects_completion_and_survives_a_stale_ack() {
-    let redis = Redis::shared();
-    let b = broker(&redis, &unique("t-guard")).await;
-    let k = b.keys("q");
-    let (done, lock) = (k.done("key"), k.lock("key"));
-    let ttl = Duration::from_secs(30);
-    let check = |token: &str| GuardCheck { done: done.clone(), lock: lock.clone(), token: token.into(), ttl };
-    let one = |token| {
-        let b = &b;
-        async move { b.guard(&[check(token)]).await.unwrap()[0] }
-    };
-    assert_eq!(one("t1").await, Guard::Acquired);
-    assert_eq!(one("t2").await, Guard::Held);
-    assert_eq!(one("t1").await, Guard::Acquired, "re-entrant for its holder");
-    // A batch is checked in order: the same key twice, the second waits.
-    let (d2, l2) = (k.done("other"), k.lock("other"));
-    let other = |token: &str| GuardCheck { done: d2.clone(), lock: l2.clone(), token: token.into(), ttl };
-    assert_eq!(
-        b.guard(&[other("a"), check("t1"), other("b")]).await.unwrap(),
-        [Guard::Acquired, Guard::Acquired, Guard::Held]
-    );
-    // An ack whose lease is stale still records the effect and frees the lock.
-    let l = LeaseRef { id: "gone".into(), token: "t1".into(), lock: Some(lock.clone()) };
-    let markers = vec![done.clone()];
-    assert_eq!(b.ack(&k, &[(&l, &markers)], Duration::from_secs(60)).await.unwrap(), [false]);
-    assert_eq!(redis.int(&["EXISTS", &lock]), 0);
-    assert_eq!(one("t2").await, Guard::Completed);
 }
 
 #[tokio::test]

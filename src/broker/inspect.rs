@@ -137,10 +137,11 @@ impl Broker {
             c.zscore::<Option<f64>, _, _>(&k.inflight, id),
             c.zscore::<Option<f64>, _, _>(&k.scheduled, id),
             c.zscore::<Option<f64>, _, _>(&k.dead, id),
-            c.exists::<u64, _>(k.done(id)),
+            c.get::<Option<String>, _>(k.idem(id)),
         )
         .map_err(redis(op))?;
-        if body.is_none() && done == 0 {
+        let done = done.is_some_and(|v| !v.starts_with("r:"));
+        if body.is_none() && !done {
             return Ok(None);
         }
         let (state, at) = match (inflight, scheduled, dead) {

@@ -39,9 +39,9 @@ impl BrokerError {
 #[derive(Debug, Clone)]
 pub struct Leased {
     pub id: String,
-    /// The stored body; `None` if it was missing.
-    pub body: Option<String>,
-    /// 1-based attempt number.
+    /// The stored body; `None` if it was missing (it may not be UTF-8 or JSON).
+    pub body: Option<fred::bytes::Bytes>,
+    /// 1-based number this attempt gets if it starts (confirmed by [`Broker::start`]).
     pub attempt: u32,
     pub token: String,
 }
@@ -58,12 +58,12 @@ pub struct NewJob {
     pub marker: Option<String>,
 }
 
-/// One leased attempt being settled, with the idempotency lock it may hold.
+/// One leased attempt, with the idempotency key it may hold.
 #[derive(Debug, Clone)]
 pub struct LeaseRef {
     pub id: String,
     pub token: String,
-    /// Full key of the idempotency lock this attempt holds, if any.
+    /// Full key of the idempotency state this attempt holds (`r:<token>`), if any.
     pub lock: Option<String>,
 }
 
@@ -76,27 +76,25 @@ pub enum FailTo {
     Dead,
 }
 
-/// One attempt to check with the idempotency guard.
+/// One leased job about to start (see [`Broker::start`]).
 #[derive(Debug, Clone)]
-pub struct GuardCheck {
-    /// Full key of the completion marker.
-    pub done: String,
-    /// Full key of the execution lock.
-    pub lock: String,
-    /// Lease token of the attempt (the lock's value).
+pub struct StartCheck {
+    pub id: String,
     pub token: String,
-    /// How long the lock lasts.
-    pub ttl: Duration,
+    /// Full key of the job's idempotency state, if it has a key.
+    pub key: Option<String>,
 }
 
-/// Outcome of the idempotency guard.
+/// Outcome of [`Broker::start`] for one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
+pub enum Start {
+    /// Charged: run the handler as this (1-based) attempt.
+    Run(u32),
+    /// The lease is gone: do not run, do not settle.
+    LeaseLost,
     /// The key completed within the window: acknowledge without running.
     Completed,
-    /// The lock is ours: run the handler.
-    Acquired,
-    /// Another live execution holds the key: defer.
+    /// Another live attempt holds the key: defer.
     Held,
 }
 
@@ -140,6 +138,7 @@ impl Broker {
             None => load.await,
         };
         loaded.map_err(|e| format!("Redis at {}: {e}", target.redacted))?;
+        check_server(&client, &target.redacted).await?;
         Ok(Broker {
             client,
             scripts,
@@ -224,34 +223,56 @@ impl Broker {
         flags("enqueue", v, jobs.len())
     }
 
-    /// Leases up to `n` jobs of one queue for `visibility`.
+    /// Leases up to `n` jobs of one queue for `visibility`. `token_prefix`
+    /// must be unique to this call: a replay of the same call (fred resends
+    /// a command after a reconnect) returns the same batch. `done_receipts`
+    /// are receipts of earlier calls of this queue whose replies arrived
+    /// (deleted by this call; see [`QueueKeys::receipt`]).
     pub async fn dequeue(
         &self,
         k: &QueueKeys,
         n: usize,
         visibility: Duration,
         token_prefix: &str,
+        done_receipts: &[String],
     ) -> Result<Vec<Leased>, BrokerError> {
-        let keys = [&*k.pending, &k.inflight, &k.jobs, &k.attempts, &k.leases, &k.paused, &k.scheduled, &k.signal];
-        let args = vec![Value::Integer(n as i64), Value::Integer(visibility.as_millis() as i64), token_prefix.into()];
+        let receipt = k.receipt(token_prefix);
+        let mut keys: Vec<&str> = vec![
+            &k.pending,
+            &k.inflight,
+            &k.jobs,
+            &k.attempts,
+            &k.leases,
+            &k.paused,
+            &k.scheduled,
+            &k.signal,
+            &receipt,
+        ];
+        keys.extend(done_receipts.iter().map(String::as_str));
+        let args = vec![
+            Value::Integer(n as i64),
+            Value::Integer(visibility.as_millis() as i64),
+            token_prefix.into(),
+            Value::Integer(visibility.as_millis() as i64),
+        ];
         let v = eval(&self.client, &self.scripts.dequeue, "dequeue", &keys, args).await?;
         let Value::Array(items) = v else {
             return if v.is_null() { Ok(Vec::new()) } else { Err(BrokerError::reply("dequeue", &v)) };
         };
-        let mut out = Vec::with_capacity(items.len() / 3);
+        let mut out = Vec::with_capacity(items.len() / 4);
         let mut it = items.into_iter();
-        let mut i = 0;
-        while let (Some(id), Some(body), Some(attempt)) = (it.next(), it.next(), it.next()) {
-            i += 1;
+        while let (Some(id), Some(body), Some(attempt), Some(i)) = (it.next(), it.next(), it.next(), it.next()) {
             let id = id.into_string().ok_or_else(|| BrokerError::Reply { op: "dequeue", detail: "id".into() })?;
             let attempt = attempt.as_u64().unwrap_or(1) as u32;
-            out.push(Leased { id, body: body.into_string(), attempt, token: format!("{token_prefix}{i}") });
+            let i = i.as_u64().unwrap_or(0);
+            out.push(Leased { id, body: body.into_bytes(), attempt, token: format!("{token_prefix}{i}") });
         }
         Ok(out)
     }
 
-    /// Acknowledges completed attempts; `markers[i]` are the completion
-    /// markers of job `i`. Returns per job whether its lease was still valid.
+    /// Acknowledges completed attempts; `markers[i]` are the idempotency keys
+    /// of job `i`, marked completed (the key an attempt holds is always among
+    /// them). Returns per job whether its lease was still valid.
     pub async fn ack(
         &self,
         k: &QueueKeys,
@@ -259,16 +280,14 @@ impl Broker {
         window: Duration,
     ) -> Result<Vec<bool>, BrokerError> {
         let mut keys: Vec<&str> = vec![&k.inflight, &k.jobs, &k.attempts, &k.leases, &k.errors, &k.stats];
-        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 4);
+        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
         args.push(Value::Integer(window.as_millis().max(1) as i64));
         args.push(Value::Integer(jobs.len() as i64));
         for (lease, markers) in jobs {
             args.push(lease.id.as_str().into());
             args.push(lease.token.as_str().into());
             args.push(Value::Integer(markers.len() as i64));
-            args.push(Value::Integer(lease.lock.is_some() as i64));
             keys.extend(markers.iter().map(String::as_str));
-            keys.extend(lease.lock.as_deref());
         }
         let v = eval(&self.client, &self.scripts.ack, "ack", &keys, args).await?;
         flags("ack", v, jobs.len())
@@ -295,36 +314,41 @@ impl Broker {
     }
 
     /// Gives leased jobs back without spending an attempt, visible again after
-    /// the given delay (0 = at once, at the head of the queue).
-    pub async fn release(&self, k: &QueueKeys, jobs: &[(&LeaseRef, u64)]) -> Result<Vec<bool>, BrokerError> {
+    /// the given delay (0 = at once, at the head of the queue); with `refund`
+    /// the attempt charged when the job started is given back.
+    pub async fn release(&self, k: &QueueKeys, jobs: &[(&LeaseRef, u64, bool)]) -> Result<Vec<bool>, BrokerError> {
         let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.pending, &k.leases, &k.attempts, &k.signal];
-        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 4);
+        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 5);
         args.push(Value::Integer(jobs.len() as i64));
-        for (lease, delay) in jobs {
+        for (lease, delay, refund) in jobs {
             args.push(lease.id.as_str().into());
             args.push(lease.token.as_str().into());
             args.push(Value::Integer(*delay as i64));
             args.push(Value::Integer(lease.lock.is_some() as i64));
+            args.push(Value::Integer(*refund as i64));
             keys.extend(lease.lock.as_deref());
         }
         let v = eval(&self.client, &self.scripts.release, "release", &keys, args).await?;
         flags("release", v, jobs.len())
     }
 
-    /// Extends the leases of running jobs; `false` = lease lost.
+    /// Extends the leases of running jobs and the idempotency keys they
+    /// hold; `false` = lease lost.
     pub async fn heartbeat(
         &self,
         k: &QueueKeys,
         visibility: Duration,
         jobs: &[&LeaseRef],
     ) -> Result<Vec<bool>, BrokerError> {
-        let keys: [&str; 2] = [&k.inflight, &k.leases];
-        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 2);
+        let mut keys: Vec<&str> = vec![&k.inflight, &k.leases];
+        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
         args.push(Value::Integer(visibility.as_millis() as i64));
         args.push(Value::Integer(jobs.len() as i64));
         for lease in jobs {
             args.push(lease.id.as_str().into());
             args.push(lease.token.as_str().into());
+            args.push(Value::Integer(lease.lock.is_some() as i64));
+            keys.extend(lease.lock.as_deref());
         }
         let v = eval(&self.client, &self.scripts.heartbeat, "heartbeat", &keys, args).await?;
         flags("heartbeat", v, jobs.len())
@@ -429,23 +453,34 @@ impl Broker {
         r.map(|_| ()).map_err(|e| BrokerError::redis("pause", e))
     }
 
-    /// Runs the idempotency guard for a batch of attempts of one queue (the
-    /// keys share its slot), in order.
-    pub async fn guard(&self, jobs: &[GuardCheck]) -> Result<Vec<Guard>, BrokerError> {
-        let mut keys: Vec<&str> = Vec::with_capacity(jobs.len() * 2);
-        let mut args: Vec<Value> = Vec::with_capacity(jobs.len() * 2);
+    /// Starts a batch of leased jobs of one queue, in order: for each job
+    /// whose lease is still ours, the idempotency guard (if it has a key;
+    /// the key is then held for `visibility`, renewed by the heartbeat),
+    /// then its attempt is charged.
+    pub async fn start(
+        &self,
+        k: &QueueKeys,
+        visibility: Duration,
+        jobs: &[StartCheck],
+    ) -> Result<Vec<Start>, BrokerError> {
+        let mut keys: Vec<&str> = Vec::with_capacity(2 + jobs.len());
+        keys.extend([k.leases.as_str(), &k.attempts]);
+        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
+        args.push(Value::Integer(visibility.as_millis() as i64));
+        args.push(Value::Integer(jobs.len() as i64));
         for j in jobs {
-            keys.extend([j.done.as_str(), &j.lock]);
-            args.extend([j.token.as_str().into(), Value::Integer(j.ttl.as_millis() as i64)]);
+            args.extend([j.id.as_str().into(), j.token.as_str().into(), Value::Integer(j.key.is_some() as i64)]);
+            keys.extend(j.key.as_deref());
         }
-        let v = eval(&self.client, &self.scripts.guard, "idempotency guard", &keys, args).await?;
-        per_job("idempotency guard", v, jobs.len())?
+        let v = eval(&self.client, &self.scripts.start, "start", &keys, args).await?;
+        per_job("start", v, jobs.len())?
             .into_iter()
             .map(|c| match c {
-                2 => Ok(Guard::Completed),
-                1 => Ok(Guard::Acquired),
-                0 => Ok(Guard::Held),
-                _ => Err(BrokerError::Reply { op: "idempotency guard", detail: format!("unknown outcome {c}") }),
+                1.. => Ok(Start::Run(u32::try_from(c).unwrap_or(u32::MAX))),
+                0 => Ok(Start::LeaseLost),
+                -1 => Ok(Start::Completed),
+                -2 => Ok(Start::Held),
+                _ => Err(BrokerError::Reply { op: "start", detail: format!("unknown outcome {c}") }),
             })
             .collect()
     }
@@ -492,6 +527,41 @@ impl Broker {
     }
 }
 
+/// Refuses a server older than Redis 7.0 / Valkey 7.2 (the scripts' flags
+/// need them), and warns when an eviction policy could drop job bodies.
+async fn check_server(client: &Client, redacted: &str) -> Result<(), String> {
+    let info: String = match client.info(None).await {
+        Ok(i) => i,
+        // INFO may be denied by an ACL: the scripts would fail loudly anyway.
+        Err(e) => {
+            tracing::debug!(error = %e, "INFO unavailable; server version not checked");
+            return Ok(());
+        }
+    };
+    let field =
+        |name: &str| info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim);
+    let (server, version, min) = match field("valkey_version") {
+        Some(v) => ("Valkey", v, (7, 2)),
+        None => ("Redis", field("redis_version").unwrap_or("0"), (7, 0)),
+    };
+    if !version_at_least(version, min) {
+        return Err(format!(
+            "Redis at {redacted} is {server} {version}; dtq needs Redis 7.0 or newer (or Valkey 7.2 or newer)"
+        ));
+    }
+    if let Some(policy) = field("maxmemory_policy").filter(|p| *p != "noeviction") {
+        tracing::warn!(redis = %redacted, policy, "maxmemory-policy is not noeviction: at maxmemory Redis may evict a queue's jobs hash and lose every job in it; set maxmemory-policy noeviction");
+    }
+    Ok(())
+}
+
+/// True if a dotted version is at least `(major, minor)`.
+fn version_at_least(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 fn ints(op: &'static str, v: Value) -> Result<Vec<i64>, BrokerError> {
     match v {
         Value::Array(items) => items.iter().map(|i| i.as_i64().ok_or_else(|| BrokerError::reply(op, i))).collect(),
@@ -510,4 +580,16 @@ fn per_job(op: &'static str, v: Value, n: usize) -> Result<Vec<i64>, BrokerError
 
 fn flags(op: &'static str, v: Value, n: usize) -> Result<Vec<bool>, BrokerError> {
     Ok(per_job(op, v, n)?.into_iter().map(|i| i == 1).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions_compare_by_major_then_minor() {
+        assert!(super::version_at_least("7.0.15", (7, 0)));
+        assert!(super::version_at_least("9.1.2", (7, 2)));
+        assert!(!super::version_at_least("6.2.14", (7, 0)));
+        assert!(!super::version_at_least("7.1.0", (7, 2)));
+        assert!(!super::version_at_least("garbage", (7, 0)));
+    }
 }

@@ -44,7 +44,7 @@ scripts! {
     cancel => "cancel.lua",
     lock_renew => "lock-renew.lua",
     lock_release => "lock-release.lua",
-    guard => "guard.lua",
+    start => "start.lua",
     rate_limit => "rate-limit.lua",
 }
 
@@ -84,6 +84,20 @@ pub async fn eval(
             script.load(client).await.map_err(|source| BrokerError::redis(op, source))?;
             client.custom(cmd, argv).await.map_err(|source| BrokerError::redis(op, source))
         }
+        Err(e) if failed_over(&e) => {
+            // After a failover behind one DNS name the old connection talks
+            // to a replica: reconnect so the next call reaches the primary.
+            tracing::warn!(error = %e.details(), "Redis answered as a replica; reconnecting");
+            let c = client.clone();
+            tokio::spawn(async move { c.force_reconnection().await });
+            Err(BrokerError::redis(op, e))
+        }
         other => other.map_err(|source| BrokerError::redis(op, source)),
     }
+}
+
+/// True for the replies of a node that is no longer (or not yet) a primary.
+fn failed_over(e: &Error) -> bool {
+    let d = e.details();
+    d.starts_with("READONLY") || d.starts_with("MASTERDOWN")
 }

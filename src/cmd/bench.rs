@@ -175,7 +175,7 @@ fn start_worker(
     queue: &str,
     a: &BenchArgs,
     rec: &Arc<Recorder>,
-) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+) -> (CancellationToken, tokio::task::JoinHandle<Result<(), String>>) {
     let mut cfg = WorkerConfig::new(vec![(queue.to_string(), 1)]);
     cfg.concurrency = a.concurrency as usize;
     cfg.prefetch = a.prefetch.map(|p| p as usize);

@@ -141,7 +141,7 @@ impl Defaults {
             enqueued_at: job::now_ms(),
         };
         let body = serde_json::to_string(&body).expect("a job body always serializes");
-        let marker = client_id.then(|| broker.keys(queue).done(&id));
+        let marker = client_id.then(|| broker.keys(queue).idem(&id));
         NewJob { id, body, delay_ms, run_at_ms, marker }
     }
 }

@@ -15,6 +15,7 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     cfg.concurrency = a.concurrency as usize;
     cfg.visibility_timeout = a.visibility_timeout;
     cfg.job_timeout = a.job_timeout;
+    cfg.max_job_timeout = a.max_job_timeout;
     cfg.shutdown_grace = a.shutdown_grace;
     cfg.backoff_base = a.backoff_base;
     cfg.backoff_max = a.backoff_max;
@@ -32,11 +33,9 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
         cooldown: a.breaker_cooldown,
         ..BreakerConfig::default()
     };
-    if a.visibility_timeout < std::time::Duration::from_millis(300) {
-        return usage("--visibility-timeout must be at least 300ms (leases are renewed every third of it)");
-    }
+    cfg.validate().map_err(super::UsageError)?;
     let handler: Arc<dyn Handler> = match (&a.exec, &a.http) {
-        (Some(cmd), _) => Arc::new(ExecHandler::new(cmd).map_err(super::UsageError)?),
+        (Some(cmd), _) => Arc::new(ExecHandler::new(cmd, &a.exec_env).map_err(super::UsageError)?),
         (None, Some(url)) => Arc::new(crate::worker::http::HttpHandler::new(url).map_err(super::UsageError)?),
         (None, None) => Arc::new(Builtin),
     };
@@ -67,7 +66,7 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     tracing::info!(redis = %broker.redacted_url(), "connected to Redis");
     let reaper = (!a.no_reaper)
         .then(|| tokio::spawn(reaper::run(broker.clone(), reaper_cfg, Arc::new(Status::default()), shutdown.clone())));
-    worker::run(broker, cfg, handler, status, shutdown.clone()).await;
+    worker::run(broker, cfg, handler, status, shutdown.clone()).await.map_err(super::UsageError)?;
     if let Some(r) = reaper {
         let _ = r.await;
     }

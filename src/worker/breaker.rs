@@ -36,6 +36,22 @@ impl Default for BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.failure_rate > 0.0 && self.failure_rate <= 1.0) {
+            return Err("breaker failure rate must be in (0, 1]".into());
+        }
+        if self.window.is_zero() || self.cooldown.is_zero() {
+            return Err("breaker window and cool-down must be greater than zero".into());
+        }
+        if self.min_calls == 0 || self.probes == 0 {
+            return Err("breaker min calls and probes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Closed,

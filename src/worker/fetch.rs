@@ -13,19 +13,22 @@
 //! blocks on their wake-up signals instead of polling. On shutdown, jobs
 //! leased but not started are handed back at once.
 
+use super::handler::Cancellation;
 use super::pipeline;
-use super::settle::{Op, Settle};
+use super::settle::{Op, Settle, Settler};
 use super::weights::Weighted;
 use super::Shared;
 use crate::broker::{BrokerError, LeaseRef, Leased};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,13 +73,22 @@ impl Prefetch {
     }
 }
 
-type Request = Pin<Box<dyn Future<Output = (usize, usize, Result<Vec<Leased>, BrokerError>)> + Send>>;
+/// Receipts of answered dequeues deleted by one dequeue call, at most.
+const MAX_RECEIPTS: usize = 8;
+
+/// What a dequeue call brings back: its queue, how many it asked for, when
+/// it was sent, its token prefix and the jobs.
+type Reply = (usize, usize, Instant, String, Result<Vec<Leased>, BrokerError>);
+type Request = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// A leased job waiting for a slot.
+type Waiting = (usize, Leased, Cancellation);
 
 pub(super) async fn run(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-    settle_tx: &mpsc::UnboundedSender<Settle>,
+    settle_tx: &Settler,
 ) {
     let cfg = &shared.cfg;
     let mut prefetch = Prefetch::new(cfg.prefetch);
@@ -88,23 +100,46 @@ pub(super) async fn run(
     let mut calls: u64 = 0;
     let mut waiter = super::heartbeat::Waiter::new(shared.clone());
     let mut backoff = Duration::from_millis(100);
-    let mut local: VecDeque<(usize, Leased)> = VecDeque::new();
+    let mut local: VecDeque<Waiting> = VecDeque::new();
     let mut requests: FuturesUnordered<Request> = FuturesUnordered::new();
     let mut requested = 0usize;
+    // Per queue: receipts of dequeues whose replies arrived, deleted by the
+    // queue's next dequeue (or expiring with the lease).
+    let mut receipts: Vec<Vec<String>> = vec![Vec::new(); shared.queues.len()];
+    let mut was_paused = false;
 
     loop {
+        // No jobs are taken or started while outcomes cannot be written or
+        // the handler is unavailable; leases held stay renewed.
+        let paused = shared.taking_paused();
+        if paused != was_paused {
+            was_paused = paused;
+            if paused {
+                tracing::warn!("not taking jobs for now (see the errors above)");
+            } else {
+                tracing::info!("taking jobs again");
+            }
+        }
         // Start what we hold, one job per free slot.
-        while !local.is_empty() {
+        while !local.is_empty() && !paused {
             let Ok(permit) = sem.clone().try_acquire_owned() else { break };
-            let (qi, job) = local.pop_front().expect("checked non-empty");
+            let (qi, job, cancel) = local.pop_front().expect("checked non-empty");
             let (shared, tx, short) = (shared.clone(), settle_tx.clone(), prefetch.short.clone());
             tracker.spawn(async move {
                 let started = Instant::now();
-                pipeline::execute(&shared, qi, job, &tx).await;
+                let (id, token) = (job.id.clone(), job.token.clone());
+                let run = AssertUnwindSafe(pipeline::execute(&shared, qi, job, cancel, permit, &tx));
+                if run.catch_unwind().await.is_err() {
+                    // A bug of dtq's own (handler panics are caught inside):
+                    // never strand the job.
+                    tracing::error!(id = %id, "internal error: the job's execution panicked; handing it back");
+                    let lease = LeaseRef { id, token, lock: None };
+                    let op = Op::Release { delay_ms: 1000, refund: false };
+                    tx.send(Settle { queue: qi, lease, op, metrics: None, permit: None });
+                }
                 if started.elapsed() < HORIZON {
                     short.fetch_add(1, Ordering::Relaxed);
                 }
-                drop(permit);
             });
         }
         let capacity = cfg.concurrency + prefetch.get();
@@ -114,7 +149,8 @@ pub(super) async fn run(
         let running = cfg.concurrency - sem.available_permits();
         let mut room = capacity.saturating_sub(running + local.len() + requested);
         let min_batch = (capacity / 2).clamp(1, cfg.max_batch);
-        while requests.len() < MAX_REQUESTS
+        while !paused
+            && requests.len() < MAX_REQUESTS
             && room > 0
             && (room >= min_batch || (local.is_empty() && requests.is_empty()))
         {
@@ -123,9 +159,11 @@ pub(super) async fn run(
             calls += 1;
             let prefix = format!("{tag}:{calls}:");
             let s = shared.clone();
+            let done = std::mem::take(&mut receipts[qi]);
             requests.push(Box::pin(async move {
-                let r = s.broker.dequeue(&s.queues[qi].keys, n, s.cfg.visibility_timeout, &prefix).await;
-                (qi, n, r)
+                let sent = Instant::now();
+                let r = s.broker.dequeue(&s.queues[qi].keys, n, s.cfg.visibility_timeout, &prefix, &done).await;
+                (qi, n, sent, prefix, r)
             }));
             requested += n;
             room -= n;
@@ -135,7 +173,7 @@ pub(super) async fn run(
         }
         let idle = requests.is_empty() && local.is_empty() && picker.pick().is_none();
         tokio::select! {
-            Some((qi, n, result)) = requests.next(), if !requests.is_empty() => {
+            Some((qi, n, sent, prefix, result)) = requests.next(), if !requests.is_empty() => {
                 requested -= n;
                 match result {
                     Ok(jobs) => {
@@ -145,12 +183,19 @@ pub(super) async fn run(
                             picker.charge(qi, jobs.len() as i64 - n as i64);
                             picker.mark_empty(qi);
                         }
-                        keep(shared, &mut local, qi, jobs);
+                        if !jobs.is_empty() && receipts[qi].len() < MAX_RECEIPTS {
+                            receipts[qi].push(shared.queues[qi].keys.receipt(&prefix));
+                        }
+                        keep(shared, &mut local, qi, sent, jobs);
                     }
                     Err(e) => {
                         picker.charge(qi, -(n as i64));
                         shared.status.set_redis_ok(false);
-                        tracing::warn!(queue = %shared.queues[qi].name, error = %e, retry_in = ?backoff, "cannot take jobs; Redis unavailable?");
+                        if e.to_string().contains("OOM") {
+                            tracing::warn!(queue = %shared.queues[qi].name, retry_in = ?backoff, "Redis is full (maxmemory): taking no new jobs until memory frees; running jobs keep their leases");
+                        } else {
+                            tracing::warn!(queue = %shared.queues[qi].name, error = %e, retry_in = ?backoff, "cannot take jobs; Redis unavailable?");
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = shutdown.cancelled() => break,
@@ -161,33 +206,35 @@ pub(super) async fn run(
             }
             // A slot freed up: loop around to start the next job, or to ask
             // for more when everything we may hold is running.
-            permit = sem.clone().acquire_owned(), if !local.is_empty() || (room == 0 && requests.is_empty()) => drop(permit),
-            _ = waiter.wait(), if idle => picker.reset_empty(),
+            permit = sem.clone().acquire_owned(), if !paused && (!local.is_empty() || (room == 0 && requests.is_empty())) => drop(permit),
+            _ = waiter.wait(), if idle && !paused => picker.reset_empty(),
+            _ = tokio::time::sleep(Duration::from_millis(100)), if paused => {}
             _ = shutdown.cancelled() => break,
         }
     }
 
     // Hand back what was leased but never started, including batches still
     // on their way: visible to other workers at once, no attempt spent.
-    while let Some((qi, _, result)) = requests.next().await {
+    while let Some((qi, _, sent, _, result)) = requests.next().await {
         if let Ok(jobs) = result {
-            keep(shared, &mut local, qi, jobs);
+            keep(shared, &mut local, qi, sent, jobs);
         }
     }
     if !local.is_empty() {
         tracing::info!(jobs = local.len(), "handing back jobs that had not started");
     }
-    for (qi, job) in local {
+    for (qi, job, _) in local {
         let lease = LeaseRef { id: job.id, token: job.token, lock: None };
-        let _ = settle_tx.send(Settle { queue: qi, lease, op: Op::Release(0), metrics: None });
+        let op = Op::Release { delay_ms: 0, refund: false };
+        settle_tx.send(Settle { queue: qi, lease, op, metrics: None, permit: None });
     }
 }
 
 /// Takes leased jobs in: held from now on (the heartbeat extends their
 /// leases until they are settled) and queued to start.
-fn keep(shared: &Shared, local: &mut VecDeque<(usize, Leased)>, qi: usize, jobs: Vec<Leased>) {
+fn keep(shared: &Shared, local: &mut VecDeque<Waiting>, qi: usize, sent: Instant, jobs: Vec<Leased>) {
     for job in jobs {
-        shared.hold(qi, LeaseRef { id: job.id.clone(), token: job.token.clone(), lock: None });
-        local.push_back((qi, job));
+        let cancel = shared.hold(qi, LeaseRef { id: job.id.clone(), token: job.token.clone(), lock: None }, sent);
+        local.push_back((qi, job, cancel));
     }
 }

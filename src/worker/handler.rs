@@ -4,8 +4,49 @@
 use serde_json::value::RawValue;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Why an attempt is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// Its lease could not be renewed in time (or was taken over): another
+    /// worker may run the job soon, so this attempt must stop and its result
+    /// is discarded.
+    LeaseLost,
+    /// The job's timeout passed: the attempt counts as failed.
+    Timeout,
+    /// The worker's shutdown grace is over: the job is handed back.
+    Shutdown,
+}
+
+/// The stop signal of one attempt. The first reason given wins.
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation {
+    token: CancellationToken,
+    reason: Arc<OnceLock<CancelReason>>,
+}
+
+impl Cancellation {
+    /// Asks the attempt to stop (no-op if it was already asked).
+    pub fn cancel(&self, reason: CancelReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Why the attempt was asked to stop, if it was.
+    pub fn reason(&self) -> Option<CancelReason> {
+        self.token.is_cancelled().then(|| self.reason.get().copied()).flatten()
+    }
+
+    /// Resolves once the attempt is asked to stop.
+    pub async fn cancelled(&self) -> CancelReason {
+        self.token.cancelled().await;
+        self.reason.get().copied().unwrap_or(CancelReason::Shutdown)
+    }
+}
 
 /// What a handler sees of a job.
 #[derive(Debug, Clone)]
@@ -20,6 +61,13 @@ pub struct JobContext {
     pub idempotency_key: Option<String>,
     /// The handler is cancelled after this long.
     pub timeout: Duration,
+    /// Fires when the attempt must stop (lease lost, timeout, shutdown).
+    /// A handler that watches it can stop cleanly; one that does not is
+    /// dropped `grace` after it fires.
+    pub cancel: Cancellation,
+    /// Time between the cancellation signal and the handler being dropped
+    /// (an `--exec` process group gets SIGTERM, then SIGKILL after it).
+    pub grace: Duration,
 }
 
 /// Why a handler failed.
@@ -30,6 +78,10 @@ pub enum HandlerError {
     Retry { message: String, after: Option<Duration> },
     /// Do not retry: dead-letter now.
     Permanent { message: String },
+    /// The worker cannot run this job at all (its `--exec` command is
+    /// missing or not executable): not the job's fault. The job is handed
+    /// back with its attempt refunded, and the worker pauses taking jobs.
+    Unavailable { message: String },
 }
 
 impl HandlerError {
@@ -43,7 +95,9 @@ impl HandlerError {
 
     pub fn message(&self) -> &str {
         match self {
-            HandlerError::Retry { message, .. } | HandlerError::Permanent { message } => message,
+            HandlerError::Retry { message, .. }
+            | HandlerError::Permanent { message }
+            | HandlerError::Unavailable { message } => message,
         }
     }
 }
@@ -52,8 +106,10 @@ impl HandlerError {
 pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
 
 /// Runs jobs. Implement it to embed dtq's worker in another Rust program.
-/// Dropping the returned future cancels the job (timeout or shutdown), so a
-/// handler must be cancel-safe: release what it holds on drop.
+/// When an attempt must stop (its lease is lost, its timeout passes, or the
+/// shutdown grace ends) `JobContext::cancel` fires and the future is dropped
+/// `JobContext::grace` later, so a handler must be cancel-safe: release what
+/// it holds on drop. A panic fails the attempt like an error.
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, job: &'a JobContext) -> HandlerFuture<'a>;
 }

@@ -3,7 +3,7 @@
 //! (`Retry-After` in seconds sets the delay); anything else = permanent.
 
 use super::handler::{Handler, HandlerError, HandlerFuture, JobContext};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
@@ -15,14 +15,18 @@ use std::time::Duration;
 /// Pushes jobs to an HTTP endpoint.
 pub struct HttpHandler {
     url: Uri,
+    /// The URL as logged and stored in errors: no userinfo, no query (either
+    /// may carry a token).
+    shown: String,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl HttpHandler {
     pub fn new(url: &str) -> Result<Self, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("--http {url:?}: {e}"))?;
+        let redacted = crate::broker::redact_url(url.split('?').next().unwrap_or(url));
+        let uri: Uri = url.parse().map_err(|e| format!("--http {redacted:?}: {e}"))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-            return Err(format!("--http {url:?}: expected an http:// or https:// URL"));
+            return Err(format!("--http {redacted:?}: expected an http:// or https:// URL"));
         }
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
@@ -31,14 +35,56 @@ impl HttpHandler {
             .enable_http1()
             .build();
         let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https);
-        Ok(HttpHandler { url: uri, client })
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+        let shown = format!("{}://{host}{port}{}", uri.scheme_str().unwrap_or("http"), uri.path());
+        Ok(HttpHandler { url: uri, shown, client })
     }
 }
 
-/// `Retry-After` as delay-seconds (an HTTP date is not honoured: backoff applies).
+/// Most bytes of a response body read (the rest is not waited for).
+const MAX_BODY: usize = 64 * 1024;
+/// Longest `Retry-After` honoured; the worker clamps it to `--backoff-max` too.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `Retry-After` as delay-seconds (an HTTP date is not honoured: backoff
+/// applies), clamped so that no later arithmetic can overflow.
 fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
     let v = headers.get(hyper::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let secs = v.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// A client error with its cause chain (connection refused, DNS, TLS...).
+fn cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Reads at most [`MAX_BODY`] bytes of a body.
+async fn read_bounded(mut body: hyper::body::Incoming) -> Vec<u8> {
+    use hyper::body::Body;
+    let mut out = Vec::new();
+    while out.len() < MAX_BODY {
+        match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    out.extend_from_slice(&data[..data.len().min(MAX_BODY - out.len())]);
+                }
+            }
+            _ => break,
+        }
+    }
+    out
 }
 
 impl Handler for HttpHandler {
@@ -53,18 +99,26 @@ impl Handler for HttpHandler {
                 .header("idempotency-key", job.idempotency_key.as_deref().unwrap_or(&job.id))
                 .body(Full::new(Bytes::copy_from_slice(job.payload.get().as_bytes())))
                 .map_err(|e| HandlerError::permanent(format!("building the request: {e}")))?;
-            let resp =
-                self.client.request(req).await.map_err(|e| HandlerError::retry(format!("POST {}: {e}", self.url)))?;
+            let url = &self.shown;
+            // A cancelled attempt (lease lost, timeout, shutdown) aborts the request.
+            let resp = tokio::select! {
+                r = self.client.request(req) => r.map_err(|e| HandlerError::retry(format!("POST {url}: {}", cause(&e))))?,
+                reason = job.cancel.cancelled() => return Err(HandlerError::retry(format!("POST {url}: aborted ({reason:?})"))),
+            };
             let status = resp.status();
             let after = retry_after(resp.headers());
-            // Read the body so the connection goes back to the pool.
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            // Read (a bounded part of) the body so the connection goes back to the pool.
+            let body = tokio::select! {
+                b = read_bounded(resp.into_body()) => b,
+                reason = job.cancel.cancelled() => return Err(HandlerError::retry(format!("POST {url}: aborted ({reason:?})"))),
+            };
             if status.is_success() {
                 return Ok(());
             }
             let excerpt: String = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
+            let excerpt: String = excerpt.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
             let message =
-                format!("POST {} returned {status}{}{excerpt}", self.url, if excerpt.is_empty() { "" } else { ": " });
+                format!("POST {url} returned {status}{}{excerpt}", if excerpt.is_empty() { "" } else { ": " });
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 Err(HandlerError::Retry { message, after })
             } else {

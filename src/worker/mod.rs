@@ -9,17 +9,23 @@
 //!   execution per free slot, and waits on the queues' wake-up signal when
 //!   all are empty;
 //! - executions ([`pipeline`]): one task per job, each ending in exactly one
-//!   settlement sent to the settler;
-//! - the settler ([`settle`]): coalesces settlements into batched script calls;
-//! - two batchers ([`batch`]): coalesce the idempotency-guard checks and
-//!   the rate-limiter requests of concurrent executions the same way;
-//! - the heartbeat ([`heartbeat`]): extends the leases of everything held.
+//!   settlement sent to the settler; an execution's slot is freed only once
+//!   its outcome is in Redis;
+//! - the settlers ([`settle`]): one per queue, coalescing settlements into
+//!   batched script calls;
+//! - two batchers ([`batch`]): coalesce the start checks (idempotency guard
+//!   and attempt charge) and the rate-limiter requests of concurrent
+//!   executions the same way;
+//! - the heartbeat ([`heartbeat`]): extends the leases of everything held,
+//!   and the fence, which stops an attempt before its lease can run out
+//!   unconfirmed (self-fencing: a recovered job never runs beside its
+//!   previous attempt).
 //!
 //! Stop order on shutdown: the fetch loop stops taking jobs; executions get
 //! `shutdown_grace` to finish; then the hard stop cancels the rest, which hand
-//! their jobs back (released at once, attempt not counted); the settler drains
-//! every settlement and exits; the heartbeat stops last, so leases stay alive
-//! until their jobs are settled.
+//! their jobs back (released at once, attempt not counted); the settlers
+//! drain every settlement and exit; the heartbeat stops last, so leases stay
+//! alive until their jobs are settled.
 
 mod batch;
 pub mod breaker;
@@ -32,16 +38,16 @@ mod pipeline;
 mod settle;
 mod weights;
 
-pub use handler::{Builtin, Handler, HandlerError, JobContext};
+pub use handler::{Builtin, CancelReason, Cancellation, Handler, HandlerError, HandlerFuture, JobContext};
 
-use crate::broker::{Broker, Guard, GuardCheck, LeaseRef};
+use crate::broker::{Broker, LeaseRef, Start, StartCheck};
 use crate::http::Status;
 use crate::keys::QueueKeys;
 use crate::metrics::QueueMetrics;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,6 +76,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub visibility_timeout: Duration,
     pub job_timeout: Duration,
+    /// Longest timeout a job may set for itself (longer ones are clamped).
+    pub max_job_timeout: Duration,
     pub shutdown_grace: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -87,6 +95,59 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Checks every setting; a worker refuses to start with an invalid one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.queues.is_empty() {
+            return Err("no queues to work on".into());
+        }
+        for (i, (name, weight)) in self.queues.iter().enumerate() {
+            crate::job::validate_queue_name(name)?;
+            if !(1..=1000).contains(weight) {
+                return Err(format!("queue {name:?}: weight must be 1 to 1000, got {weight}"));
+            }
+            if self.queues[..i].iter().any(|(n, _)| n == name) {
+                return Err(format!("queue {name:?} is listed twice"));
+            }
+        }
+        if !(1..=100_000).contains(&self.concurrency) {
+            return Err(format!("concurrency must be 1 to 100000, got {}", self.concurrency));
+        }
+        if self.visibility_timeout < Duration::from_millis(300) {
+            return Err("visibility timeout must be at least 300ms (leases are renewed every third of it)".into());
+        }
+        if self.job_timeout.is_zero() || self.job_timeout > self.max_job_timeout {
+            return Err("job timeout must be greater than zero and at most the max job timeout".into());
+        }
+        if !(1..=1000).contains(&self.max_batch) {
+            return Err(format!("max batch must be 1 to 1000, got {}", self.max_batch));
+        }
+        if self.backoff_max < self.backoff_base {
+            return Err("backoff max must not be below backoff base".into());
+        }
+        if self.idempotency_window.is_zero() {
+            return Err("idempotency window must be greater than zero".into());
+        }
+        for (kind, l) in &self.rate_limits {
+            if l.limit == 0 || l.period.is_zero() {
+                return Err(format!("rate limit of {kind:?}: N and PERIOD must be greater than zero"));
+            }
+        }
+        self.breaker.validate()
+    }
+
+    /// How long before its lease could run out unconfirmed an attempt is
+    /// stopped: a quarter of the lease, so the stop (and an `--exec`
+    /// group's grace) is over before another worker can get the job.
+    pub fn fence_margin(&self) -> Duration {
+        self.visibility_timeout / 4
+    }
+
+    /// Time a cancelled handler gets before it is dropped (and an `--exec`
+    /// process group gets SIGKILL after SIGTERM).
+    pub fn cancel_grace(&self) -> Duration {
+        (self.visibility_timeout / 10).min(Duration::from_secs(5))
+    }
+
     /// Defaults of the contract for the given queues.
     pub fn new(queues: Vec<(String, u32)>) -> Self {
         WorkerConfig {
@@ -94,6 +155,7 @@ impl WorkerConfig {
             concurrency: 32,
             visibility_timeout: Duration::from_secs(30),
             job_timeout: Duration::from_secs(300),
+            max_job_timeout: Duration::from_secs(24 * 3600),
             shutdown_grace: Duration::from_secs(30),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(3600),
@@ -114,6 +176,17 @@ pub(crate) struct QueueSlot {
     pub metrics: QueueMetrics,
 }
 
+/// A lease this worker holds.
+pub(crate) struct Held {
+    pub lease: LeaseRef,
+    /// When the last renewal that Redis confirmed was sent (or the dequeue
+    /// that took the lease): the lease lasts at least the visibility timeout
+    /// from then.
+    pub confirmed: Instant,
+    /// Stops the attempt.
+    pub cancel: Cancellation,
+}
+
 /// State shared by the worker's tasks.
 pub(crate) struct Shared {
     pub broker: Broker,
@@ -122,46 +195,83 @@ pub(crate) struct Shared {
     pub queues: Vec<QueueSlot>,
     /// Leases held, per queue: id → lease. Kept until the job is settled, so
     /// the heartbeat covers results that are still waiting to be flushed.
-    pub held: Mutex<Vec<HashMap<String, LeaseRef>>>,
+    pub held: Mutex<Vec<HashMap<String, Held>>>,
     pub hard_stop: CancellationToken,
     pub breakers: breaker::Breakers,
     pub status: Arc<Status>,
-    /// Idempotency-guard checks, batched per queue.
-    pub guard: batch::Batcher<usize, GuardCheck, Guard>,
+    /// Start checks (guard and attempt charge), batched per queue.
+    pub starter: batch::Batcher<usize, StartCheck, Start>,
     /// Rate-limiter starts (lease tokens), batched per kind and limit.
     pub limiter: batch::Batcher<(String, RateLimit), String, Option<u64>>,
+    /// Queues whose settler cannot write outcomes right now: while any is,
+    /// the worker takes no new jobs.
+    pub stalled: AtomicUsize,
+    /// No jobs are taken before this (the handler itself is unavailable).
+    pub paused_until: Mutex<Option<Instant>>,
 }
 
 impl Shared {
-    pub fn hold(&self, queue: usize, lease: LeaseRef) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held[queue].insert(lease.id.clone(), lease);
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Vec<HashMap<String, Held>>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True while `lease` is held (not yet settled).
-    pub fn holds(&self, queue: usize, lease: &LeaseRef) -> bool {
-        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        held[queue].get(&lease.id).is_some_and(|l| l.token == lease.token)
+    /// Holds a lease taken by a dequeue sent at `sent`; returns its stop signal.
+    pub fn hold(&self, queue: usize, lease: LeaseRef, sent: Instant) -> Cancellation {
+        let cancel = Cancellation::default();
+        let held = Held { lease, confirmed: sent, cancel: cancel.clone() };
+        self.lock_held()[queue].insert(held.lease.id.clone(), held);
+        cancel
+    }
+
+    /// Runs `f` on the held entry of `lease`, if it is still held.
+    pub fn with_held<R>(&self, queue: usize, lease: &LeaseRef, f: impl FnOnce(&mut Held) -> R) -> Option<R> {
+        let mut held = self.lock_held();
+        held[queue].get_mut(&lease.id).filter(|h| h.lease.token == lease.token).map(f)
     }
 
     pub fn unhold(&self, queue: usize, lease: &LeaseRef) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if held[queue].get(&lease.id).is_some_and(|l| l.token == lease.token) {
+        let mut held = self.lock_held();
+        if held[queue].get(&lease.id).is_some_and(|h| h.lease.token == lease.token) {
             held[queue].remove(&lease.id);
         }
+    }
+
+    /// True while the worker must not take or start jobs.
+    pub fn taking_paused(&self) -> bool {
+        if self.stalled.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let mut until = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Takes no jobs for `d` (the handler is unavailable).
+    pub fn pause_taking(&self, d: Duration) {
+        *self.paused_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + d);
     }
 }
 
 /// Runs a worker until `shutdown` is cancelled, then stops in the documented
-/// order. Returns once every job taken is settled (or handed back).
+/// order. Returns once every job taken is settled (or handed back); an
+/// invalid configuration is refused before anything starts.
 pub async fn run(
     broker: Broker,
     cfg: WorkerConfig,
     handler: Arc<dyn Handler>,
     status: Arc<Status>,
     shutdown: CancellationToken,
-) {
-    let (settle_tx, settle_rx) = mpsc::unbounded_channel();
+) -> Result<(), String> {
+    cfg.validate()?;
+    for (q, _) in &cfg.queues {
+        broker.register_queue(q).await.map_err(|e| e.to_string())?;
+    }
     let queues: Vec<QueueSlot> = cfg
         .queues
         .iter()
@@ -171,10 +281,11 @@ pub async fn run(
             metrics: QueueMetrics::new(name),
         })
         .collect();
-    let b = broker.clone();
-    let guard = batch::Batcher::spawn("idempotency guard", move |_queue, checks: Vec<GuardCheck>| {
-        let b = b.clone();
-        async move { b.guard(&checks).await }
+    let (b, keys, vt) =
+        (broker.clone(), queues.iter().map(|q| q.keys.clone()).collect::<Vec<_>>(), cfg.visibility_timeout);
+    let starter = batch::Batcher::spawn("start", move |queue: usize, checks: Vec<StartCheck>| {
+        let (b, k) = (b.clone(), keys[queue].clone());
+        async move { b.start(&k, vt, &checks).await }
     });
     let b = broker.clone();
     let limiter =
@@ -187,9 +298,11 @@ pub async fn run(
         });
     let shared = Arc::new(Shared {
         broker: broker.clone(),
-        guard,
+        starter,
         limiter,
-        held: Mutex::new(vec![HashMap::new(); queues.len()]),
+        stalled: AtomicUsize::new(0),
+        paused_until: Mutex::new(None),
+        held: Mutex::new((0..queues.len()).map(|_| HashMap::new()).collect()),
         queues,
         breakers: breaker::Breakers::new(cfg.breaker),
         cfg,
@@ -200,7 +313,7 @@ pub async fn run(
     status.set_redis_ok(true);
 
     let settler_abandon = CancellationToken::new();
-    let settler = tokio::spawn(settle::run(shared.clone(), settle_rx, settler_abandon.clone()));
+    let (settle_tx, settlers) = settle::Settler::spawn(&shared, &settler_abandon);
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
 
@@ -216,19 +329,15 @@ pub async fn run(
         tracker.wait().await;
     }
     // Every execution has sent its settlement; closing the last sender lets
-    // the settler finish once it has flushed them all.
+    // the settlers finish once they have flushed them all.
     drop(settle_tx);
-    let settle_deadline = tokio::time::sleep(Duration::from_secs(10));
-    tokio::pin!(settle_deadline);
-    let mut settler = settler;
-    tokio::select! {
-        _ = &mut settler => {}
-        _ = &mut settle_deadline => {
-            tracing::error!("could not settle every job within 10s (Redis unreachable?); their leases will expire and they will run again");
-            settler_abandon.cancel();
-            let _ = settler.await;
-        }
+    let mut settlers = std::pin::pin!(futures::future::join_all(settlers));
+    if tokio::time::timeout(Duration::from_secs(10), &mut settlers).await.is_err() {
+        tracing::error!("could not settle every job within 10s (Redis unreachable?); their leases will expire and they will run again");
+        settler_abandon.cancel();
+        settlers.await;
     }
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
+    Ok(())
 }

@@ -1,21 +1,26 @@
-//! One job's way through the worker: circuit breaker → rate limiter →
-//! idempotency guard → handler → settlement. Every path ends in exactly one
-//! settlement, so a job is never left unaccounted for.
+//! One job's way through the worker: circuit breaker → rate limiter → start
+//! (idempotency guard and attempt charge) → handler → settlement. Every path
+//! ends in exactly one settlement, so a job is never left unaccounted for;
+//! a handler that panics fails its attempt like an error.
 
 use super::breaker::Admission;
-use super::handler::{HandlerError, JobContext};
-use super::settle::{Op, Settle};
+use super::handler::{CancelReason, Cancellation, HandlerError, JobContext};
+use super::settle::{Op, Settle, Settler};
 use super::Shared;
-use crate::broker::{FailTo, Guard, GuardCheck, LeaseRef, Leased};
+use crate::broker::{FailTo, LeaseRef, Leased, Start, StartCheck};
 use crate::job::StoredJob;
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 /// Delay before a job whose idempotency key is held elsewhere is tried again.
 const HELD_RETRY: Duration = Duration::from_secs(1);
 /// Delay before retrying a job whose pipeline hit a Redis error.
 const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// How long a worker takes no jobs after its handler was unavailable.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_secs(5);
 
 /// Retry delay after the `attempt`-th failure: full jitter over
 /// min(max, base · 2^(attempt-1)).
@@ -25,14 +30,28 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     cap.mul_f64(fastrand::f64())
 }
 
-pub(super) async fn execute(shared: &Shared, qi: usize, job: Leased, tx: &UnboundedSender<Settle>) {
+fn release(delay: Duration, refund: bool) -> Op {
+    Op::Release { delay_ms: delay.as_millis() as u64, refund }
+}
+
+pub(super) async fn execute(
+    shared: &Shared,
+    qi: usize,
+    job: Leased,
+    cancel: Cancellation,
+    permit: OwnedSemaphorePermit,
+    tx: &Settler,
+) {
     let slot = &shared.queues[qi];
     let lease = LeaseRef { id: job.id, token: job.token, lock: None };
     let send = |lease: LeaseRef, op: Op, kind: Option<&str>| {
         let metrics = kind.map(|k| slot.metrics.kind(k));
-        // The settler outlives every execution, so the send cannot fail.
-        let _ = tx.send(Settle { queue: qi, lease, op, metrics });
+        tx.send(Settle { queue: qi, lease, op, metrics, permit: Some(permit) });
     };
+    if cancel.reason().is_some() {
+        // Fenced before it started: its lease may be gone already.
+        return send(lease, Op::Abandon, None);
+    }
     let corrupt = |why: String| {
         tracing::error!(id = %lease.id, queue = %slot.name, error = %why, "dead-lettering a job whose body cannot be read");
         Op::Fail(FailTo::Dead, format!("corrupt job body: {why}"))
@@ -41,16 +60,19 @@ pub(super) async fn execute(shared: &Shared, qi: usize, job: Leased, tx: &Unboun
         let op = corrupt("missing".to_string());
         return send(lease, op, None);
     };
-    let stored: StoredJob = match serde_json::from_str(&body) {
+    let stored: StoredJob = match std::str::from_utf8(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_str(b).map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => {
-            let op = corrupt(e.to_string());
+            let op = corrupt(e);
             return send(lease, op, None);
         }
     };
     let span =
         tracing::info_span!("job", id = %lease.id, queue = %slot.name, kind = %stored.kind, attempt = job.attempt);
-    let (lease, op) = run_stages(shared, qi, lease, &stored, job.attempt).instrument(span).await;
+    let (lease, op) = run_stages(shared, qi, lease, &stored, &cancel).instrument(span).await;
     send(lease, op, Some(&stored.kind));
 }
 
@@ -59,7 +81,7 @@ async fn run_stages(
     qi: usize,
     mut lease: LeaseRef,
     job: &StoredJob<'_>,
-    attempt: u32,
+    cancel: &Cancellation,
 ) -> (LeaseRef, Op) {
     let slot = &shared.queues[qi];
     let cfg = &shared.cfg;
@@ -69,7 +91,7 @@ async fn run_stages(
         Admission::Run(t) => t,
         Admission::Defer(wait) => {
             tracing::debug!(wait = ?wait, "circuit open; deferring");
-            return (lease, Op::Release(wait.as_millis().max(1) as u64));
+            return (lease, release(wait.max(Duration::from_millis(1)), false));
         }
     };
 
@@ -80,42 +102,56 @@ async fn run_stages(
             Ok(Some(wait_ms)) => {
                 slot.metrics.kind(&job.kind).rate_limited.increment(1);
                 tracing::debug!(wait_ms, "rate limited; deferring");
-                return (lease, Op::Release(wait_ms));
+                return (lease, release(Duration::from_millis(wait_ms), false));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable; deferring");
-                return (lease, Op::Release(REDIS_RETRY.as_millis() as u64));
+                return (lease, release(REDIS_RETRY, false));
             }
         }
     }
 
-    // 3. Idempotency guard. The lock outlives the lease: it lasts as long as
-    // the handler may run, so a copy redelivered after this worker's lease
-    // expired (a stall, a partition) waits instead of running in parallel.
+    // 3. Start: the idempotency guard and the attempt's charge, in one call.
+    // The key is held only as long as the lease (the heartbeat renews both),
+    // which is safe because an attempt whose lease may be lost is stopped
+    // (see `heartbeat::fence`) before another can start.
     let timeout = job.timeout_ms.map(Duration::from_millis).unwrap_or(cfg.job_timeout);
-    let markers: Vec<String> = job.markers(&lease.id).map(|m| slot.keys.done(m)).collect();
-    if let Some(key) = job.effective_key(&lease.id) {
-        let lock = slot.keys.lock(key);
-        let ttl = timeout + cfg.visibility_timeout;
-        let check = GuardCheck { done: slot.keys.done(key), lock: lock.clone(), token: lease.token.clone(), ttl };
-        match shared.guard.call(qi, check).await {
-            Ok(Guard::Acquired) => lease.lock = Some(lock),
-            Ok(Guard::Completed) => {
-                tracing::info!(key, "duplicate: idempotency key already completed; acknowledging without running");
-                return (lease, Op::Ack(markers));
-            }
-            Ok(Guard::Held) => {
-                tracing::debug!(key, "idempotency key held by another execution; deferring");
-                return (lease, Op::Release(HELD_RETRY.as_millis() as u64));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "idempotency guard unavailable; deferring");
-                return (lease, Op::Release(REDIS_RETRY.as_millis() as u64));
-            }
+    let timeout = if timeout > cfg.max_job_timeout {
+        tracing::warn!(timeout = %humantime::format_duration(timeout), max = %humantime::format_duration(cfg.max_job_timeout), "the job's timeout is over --max-job-timeout; clamped");
+        cfg.max_job_timeout
+    } else {
+        timeout
+    };
+    let markers: Vec<String> = job.markers(&lease.id).map(|m| slot.keys.idem(m)).collect();
+    let key = job.effective_key(&lease.id).map(|k| slot.keys.idem(k));
+    let check = StartCheck { id: lease.id.clone(), token: lease.token.clone(), key: key.clone() };
+    let attempt = match shared.starter.call(qi, check).await {
+        Ok(Start::Run(attempt)) => attempt,
+        Ok(Start::LeaseLost) => {
+            tracing::warn!("lease lost before the job started; not running it");
+            return (lease, Op::Abandon);
         }
+        Ok(Start::Completed) => {
+            tracing::info!("duplicate: idempotency key already completed; acknowledging without running");
+            return (lease, Op::Ack(markers));
+        }
+        Ok(Start::Held) => {
+            tracing::debug!("idempotency key held by another execution; deferring");
+            return (lease, release(HELD_RETRY, false));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the job (Redis unavailable or full?); deferring");
+            return (lease, release(REDIS_RETRY, false));
+        }
+    };
+    if key.is_some() {
+        lease.lock = key;
+        shared.with_held(qi, &lease, |h| h.lease.lock = lease.lock.clone());
     }
 
-    // 4. The handler, under its timeout, until the hard stop.
+    // 4. The handler, until it ends, its timeout passes, its lease may be
+    // lost, or the hard stop; then it gets `grace` to return by itself.
+    let grace = cfg.cancel_grace();
     let ctx = JobContext {
         id: lease.id.clone(),
         queue: slot.name.clone(),
@@ -124,47 +160,88 @@ async fn run_stages(
         payload: job.payload.to_owned(),
         idempotency_key: job.effective_key(&lease.id).map(str::to_string),
         timeout,
+        cancel: cancel.clone(),
+        grace,
     };
     let kind_metrics = slot.metrics.kind(&job.kind);
     slot.metrics.active.increment(1.0);
     let started = Instant::now();
-    let outcome = tokio::select! {
-        r = tokio::time::timeout(timeout, shared.handler.handle(&ctx)) => Some(r),
-        _ = shared.hard_stop.cancelled() => None,
+    // The handler's future lives in this block only: leaving it drops
+    // whatever is left of the attempt (and kills an `--exec` group).
+    let (stopped, finished) = {
+        let run = AssertUnwindSafe(shared.handler.handle(&ctx)).catch_unwind();
+        tokio::pin!(run);
+        let stop = async {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => cancel.cancel(CancelReason::Timeout),
+                _ = shared.hard_stop.cancelled() => cancel.cancel(CancelReason::Shutdown),
+                _ = cancel.cancelled() => {}
+            }
+        };
+        let finished = tokio::select! {
+            r = &mut run => Some(r),
+            _ = stop => None,
+        };
+        match finished {
+            Some(r) => (None, Some(r)),
+            None => (cancel.reason(), tokio::time::timeout(grace, &mut run).await.ok()),
+        }
     };
     slot.metrics.active.decrement(1.0);
     kind_metrics.duration.record(started.elapsed().as_secs_f64());
 
     // 5. Settlement.
-    let error = match outcome {
-        None => {
-            tracing::info!("shutdown grace over; handing the job back");
-            return (lease, Op::Release(0));
+    let error = match (stopped, finished) {
+        (Some(CancelReason::LeaseLost), _) => {
+            tracing::warn!("attempt stopped: its lease could not be renewed in time; its result is discarded and the job runs again");
+            return (lease, Op::Abandon);
         }
-        Some(Ok(Ok(()))) => {
+        (Some(CancelReason::Timeout), _) => {
+            HandlerError::retry(format!("timed out after {}", humantime::format_duration(timeout)))
+        }
+        (Some(_), _) => {
+            tracing::info!("shutdown grace over; handing the job back");
+            return (lease, release(Duration::ZERO, true));
+        }
+        (None, Some(Ok(Ok(())))) => {
             shared.breakers.record(ticket, true);
             tracing::debug!(elapsed = ?started.elapsed(), "done");
             return (lease, Op::Ack(markers));
         }
-        Some(Ok(Err(e))) => e,
-        Some(Err(_)) => HandlerError::retry(format!("timed out after {}", humantime::format_duration(timeout))),
+        (None, Some(Ok(Err(e)))) => e,
+        (None, Some(Err(panic))) => HandlerError::retry(format!("handler panicked: {}", panic_message(&panic))),
+        (None, None) => unreachable!("a handler that did not finish was stopped"),
     };
+    if let HandlerError::Unavailable { message } = &error {
+        tracing::error!(error = %message, pause = ?UNAVAILABLE_PAUSE, "the handler cannot run (the worker's fault, not the job's): handing the job back and taking no jobs for a while");
+        shared.pause_taking(UNAVAILABLE_PAUSE);
+        return (lease, release(UNAVAILABLE_PAUSE, true));
+    }
     // A permanent failure is the job's own fault (its handler answered and
     // rejected it): it says nothing against the kind's dependency.
     shared.breakers.record(ticket, matches!(error, HandlerError::Permanent { .. }));
     let to = match &error {
         HandlerError::Permanent { .. } => FailTo::Dead,
-        HandlerError::Retry { .. } if attempt > job.max_retries => FailTo::Dead,
-        HandlerError::Retry { after: Some(after), .. } => FailTo::RetryIn(after.as_millis() as u64),
-        HandlerError::Retry { after: None, .. } => {
-            FailTo::RetryIn(backoff(cfg.backoff_base, cfg.backoff_max, attempt).as_millis() as u64)
+        _ if attempt > job.max_retries => FailTo::Dead,
+        HandlerError::Retry { after: Some(after), .. } => {
+            FailTo::RetryIn((*after).min(cfg.backoff_max).as_millis() as u64)
         }
+        _ => FailTo::RetryIn(backoff(cfg.backoff_base, cfg.backoff_max, attempt).as_millis() as u64),
     };
     match to {
         FailTo::Dead => tracing::error!(error = error.message(), "failed; dead-lettering"),
         FailTo::RetryIn(ms) => tracing::warn!(error = error.message(), retry_in_ms = ms, "failed; will retry"),
     }
     (lease, Op::Fail(to, error.message().to_string()))
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 #[cfg(test)]

@@ -1,29 +1,43 @@
-//! The settler: coalesces the outcomes of executions into batched ack, fail
-//! and release script calls (one call per queue and kind of outcome per
-//! flush; a flush takes whatever arrived while the previous one ran), retries
-//! them while Redis is away, and only then forgets the leases.
+//! The settlers: one task per queue coalesces the outcomes of executions
+//! into batched ack, fail and release script calls (one call per kind of
+//! outcome per flush; a flush takes whatever arrived while the previous one
+//! ran), retries them while Redis is away, and only then forgets the leases
+//! and frees the executions' slots. Queues settle independently, so one
+//! stuck queue holds up no other; while a queue cannot write its outcomes
+//! the worker takes no new jobs (`Shared::stalled`) and `/ready` says so.
 
 use super::Shared;
 use crate::broker::{BrokerError, FailTo, LeaseRef};
 use crate::metrics::KindMetrics;
 use futures::future::join_all;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Most settlements flushed at once.
 const MAX_FLUSH: usize = 512;
+/// Attempts at a call that failed for a reason retrying cannot fix (a
+/// script error) before its settlements are given up: their leases expire
+/// and the jobs run again.
+const MAX_PERMANENT_TRIES: u32 = 3;
 
 /// What to do with a leased job.
 #[derive(Debug)]
 pub enum Op {
-    /// Completed; write these completion markers.
+    /// Completed; mark these idempotency keys completed.
     Ack(Vec<String>),
     /// A failed attempt.
     Fail(FailTo, String),
-    /// Back without spending an attempt, visible after this many ms.
-    Release(u64),
+    /// Back without spending an attempt, visible after this many ms;
+    /// `refund` gives back the attempt charged at its start.
+    Release { delay_ms: u64, refund: bool },
+    /// Nothing to write: the attempt was stopped because its lease may be
+    /// gone, so whoever holds the job now settles it.
+    Abandon,
 }
 
 /// One job's outcome, on its way to Redis.
@@ -32,14 +46,44 @@ pub struct Settle {
     pub lease: LeaseRef,
     pub op: Op,
     pub metrics: Option<Arc<KindMetrics>>,
+    /// The execution's slot, freed (dropped) once the outcome is in Redis.
+    #[allow(dead_code)]
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Runs until every sender is gone and everything received is flushed, or
-/// until `abandon` (Redis unreachable at the end of shutdown).
-pub async fn run(shared: Arc<Shared>, mut rx: UnboundedReceiver<Settle>, abandon: CancellationToken) {
+/// Sends settlements to their queue's settler.
+#[derive(Clone)]
+pub struct Settler {
+    queues: Vec<UnboundedSender<Settle>>,
+}
+
+impl Settler {
+    /// One settler task per queue; each runs until every `Settler` clone is
+    /// gone and everything received is flushed, or until `abandon` (Redis
+    /// unreachable at the end of shutdown).
+    pub fn spawn(shared: &Arc<Shared>, abandon: &CancellationToken) -> (Settler, Vec<JoinHandle<()>>) {
+        let (queues, tasks) = (0..shared.queues.len())
+            .map(|qi| {
+                let (tx, rx) = unbounded_channel();
+                (tx, tokio::spawn(run(shared.clone(), qi, rx, abandon.clone())))
+            })
+            .unzip();
+        (Settler { queues }, tasks)
+    }
+
+    /// Queues a settlement. (The settlers outlive every execution, so this
+    /// cannot fail while the worker runs.) The channel is bounded by what a
+    /// worker holds: one settlement per leased job.
+    pub fn send(&self, s: Settle) {
+        let _ = self.queues[s.queue].send(s);
+    }
+}
+
+async fn run(shared: Arc<Shared>, qi: usize, mut rx: UnboundedReceiver<Settle>, abandon: CancellationToken) {
     let mut batch = Vec::with_capacity(MAX_FLUSH);
     while rx.recv_many(&mut batch, MAX_FLUSH).await > 0 {
-        flush(&shared, &batch, &abandon).await;
+        let groups = crate::group::group_by(batch.iter().map(|s| (group_of(&s.op), s)));
+        join_all(groups.iter().map(|(g, items)| settle_group(&shared, qi, *g, items, &abandon))).await;
         batch.clear();
     }
 }
@@ -49,66 +93,93 @@ enum Group {
     Ack,
     Fail,
     Release,
+    Abandon,
 }
 
 fn group_of(op: &Op) -> Group {
     match op {
         Op::Ack(_) => Group::Ack,
         Op::Fail(..) => Group::Fail,
-        Op::Release(_) => Group::Release,
+        Op::Release { .. } => Group::Release,
+        Op::Abandon => Group::Abandon,
     }
 }
 
-async fn flush(shared: &Shared, batch: &[Settle], abandon: &CancellationToken) {
-    let groups = crate::group::group_by(batch.iter().map(|s| ((s.queue, group_of(&s.op)), s)));
-    join_all(groups.iter().map(|((q, g), items)| settle_group(shared, *q, *g, items, abandon))).await;
+/// True for errors that go away by themselves (connection lost, timeouts,
+/// failover, a loading or busy server): retried until they do.
+fn transient(e: &BrokerError) -> bool {
+    match e {
+        BrokerError::Redis { kind, message, .. } => {
+            use fred::error::ErrorKind::*;
+            matches!(kind, IO | Timeout | Canceled | Cluster | Backpressure | Unknown)
+                || ["READONLY", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOSCRIPT"]
+                    .iter()
+                    .any(|p| message.contains(p))
+        }
+        BrokerError::Reply { .. } => false,
+    }
+}
+
+async fn write(shared: &Shared, qi: usize, group: Group, items: &[&Settle]) -> Result<Vec<bool>, BrokerError> {
+    let keys = &shared.queues[qi].keys;
+    let broker = &shared.broker;
+    match group {
+        Group::Ack => {
+            let jobs: Vec<(&LeaseRef, &[String])> = items
+                .iter()
+                .map(|s| match &s.op {
+                    Op::Ack(m) => (&s.lease, m.as_slice()),
+                    _ => unreachable!("grouped by op"),
+                })
+                .collect();
+            broker.ack(keys, &jobs, shared.cfg.idempotency_window).await
+        }
+        Group::Fail => {
+            let jobs: Vec<(&LeaseRef, FailTo, &str)> = items
+                .iter()
+                .map(|s| match &s.op {
+                    Op::Fail(to, e) => (&s.lease, *to, e.as_str()),
+                    _ => unreachable!("grouped by op"),
+                })
+                .collect();
+            broker.fail(keys, &jobs).await
+        }
+        Group::Release => {
+            let jobs: Vec<(&LeaseRef, u64, bool)> = items
+                .iter()
+                .map(|s| match &s.op {
+                    Op::Release { delay_ms, refund } => (&s.lease, *delay_ms, *refund),
+                    _ => unreachable!("grouped by op"),
+                })
+                .collect();
+            broker.release(keys, &jobs).await
+        }
+        Group::Abandon => Ok(vec![false; items.len()]),
+    }
 }
 
 async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle], abandon: &CancellationToken) {
-    let keys = &shared.queues[qi].keys;
-    let broker = &shared.broker;
+    let queue = &shared.queues[qi].name;
     let mut delay = Duration::from_millis(50);
+    let mut stalled = false;
+    let mut permanent_tries = 0;
     let results = loop {
-        let r: Result<Vec<bool>, BrokerError> = match group {
-            Group::Ack => {
-                let jobs: Vec<(&LeaseRef, &[String])> = items
-                    .iter()
-                    .map(|s| match &s.op {
-                        Op::Ack(m) => (&s.lease, m.as_slice()),
-                        _ => unreachable!("grouped by op"),
-                    })
-                    .collect();
-                broker.ack(keys, &jobs, shared.cfg.idempotency_window).await
-            }
-            Group::Fail => {
-                let jobs: Vec<(&LeaseRef, FailTo, &str)> = items
-                    .iter()
-                    .map(|s| match &s.op {
-                        Op::Fail(to, e) => (&s.lease, *to, e.as_str()),
-                        _ => unreachable!("grouped by op"),
-                    })
-                    .collect();
-                broker.fail(keys, &jobs).await
-            }
-            Group::Release => {
-                let jobs: Vec<(&LeaseRef, u64)> = items
-                    .iter()
-                    .map(|s| match &s.op {
-                        Op::Release(d) => (&s.lease, *d),
-                        _ => unreachable!("grouped by op"),
-                    })
-                    .collect();
-                broker.release(keys, &jobs).await
-            }
-        };
-        match r {
-            Ok(r) => {
-                shared.status.set_redis_ok(true);
-                break Some(r);
-            }
+        match write(shared, qi, group, items).await {
+            Ok(r) => break Some(r),
             Err(e) => {
-                shared.status.set_redis_ok(false);
-                tracing::warn!(error = %e, jobs = items.len(), retry_in = ?delay, "cannot settle jobs; retrying");
+                if !transient(&e) {
+                    permanent_tries += 1;
+                    if permanent_tries >= MAX_PERMANENT_TRIES {
+                        tracing::error!(error = %e, queue = %queue, jobs = items.len(), "cannot settle jobs (not a connection problem; giving up): their leases will expire and they will run again");
+                        break None;
+                    }
+                }
+                if !stalled {
+                    stalled = true;
+                    shared.stalled.fetch_add(1, Ordering::Relaxed);
+                    shared.status.set_outcomes_ok(false);
+                    tracing::warn!(error = %e, queue = %queue, jobs = items.len(), "cannot write job outcomes; retrying, and taking no new jobs until they are written");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = abandon.cancelled() => break None,
@@ -117,13 +188,15 @@ async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle
             }
         }
     };
-    let queue = &shared.queues[qi].name;
+    if stalled && shared.stalled.fetch_sub(1, Ordering::Relaxed) == 1 {
+        shared.status.set_outcomes_ok(true);
+        tracing::info!(queue = %queue, "job outcomes written again; taking jobs");
+    }
     for (i, s) in items.iter().enumerate() {
         shared.unhold(qi, &s.lease);
         let Some(results) = &results else { continue };
-        let fresh = results[i];
-        if !fresh {
-            if !matches!(s.op, Op::Release(_)) {
+        if !results[i] {
+            if matches!(s.op, Op::Ack(_) | Op::Fail(..)) {
                 tracing::warn!(id = %s.lease.id, queue = %queue, "late result discarded: the lease expired and the job was given to another worker");
             }
             continue;
@@ -141,7 +214,8 @@ async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle
                     FailTo::Dead => m.dead_lettered.increment(1),
                 }
             }
-            Op::Release(_) => {}
+            Op::Release { .. } | Op::Abandon => {}
         }
     }
+    // The slots free up only now that the outcomes are in Redis (or given up).
 }
