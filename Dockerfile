@@ -46,11 +46,12 @@ RUN touch src/main.rs src/lib.rs \
 FROM debian:bookworm-slim AS runtime
 
 # ca-certificates: rustls reads the system roots for rediss:// and --http.
+# tini: the container's PID 1 (ENTRYPOINT below).
 # Not version-pinned (DL3008): a pin breaks the build at the next Debian
 # security update; rebuild the image regularly instead.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 dtq \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
@@ -64,9 +65,13 @@ USER 10001:10001
 # 9090: `dtq work` /health /ready /metrics; 9091: `dtq reap` the same.
 EXPOSE 9090 9091
 
-# dtq handles SIGTERM itself: stops fetching, gives in-flight jobs
-# --shutdown-grace, hands back the rest and exits 0. If --exec handlers
-# spawn grandchildren that outlive them, run with `docker run --init`.
+# tini is PID 1: it reaps the zombies of --exec handlers' grandchildren that
+# outlive their parent (orphans are re-parented to PID 1, and dtq is not
+# PID 1), and forwards SIGTERM/SIGINT to dtq alone (no -g: the handlers of
+# in-flight jobs must not get the signal). dtq handles SIGTERM itself: stops
+# fetching, gives in-flight jobs --shutdown-grace, hands back the rest and
+# exits 0; tini exits with dtq's status. Arguments still go to dtq
+# (`docker run IMAGE reap`, Kubernetes `args:`).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["dtq"]
+ENTRYPOINT ["/usr/bin/tini", "--", "dtq"]
 CMD ["work"]

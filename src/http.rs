@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -60,14 +61,31 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
         .expect("static response parts are valid")
 }
 
-fn route(req: &Request<hyper::body::Incoming>, status: &Status, metrics: &PrometheusHandle) -> Response<Full<Bytes>> {
+/// Most connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection stays open, keep-alive included.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+async fn route(
+    req: Request<hyper::body::Incoming>,
+    status: &Status,
+    metrics: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
     match (req.method(), req.uri().path()) {
         (&hyper::Method::GET, "/health") => respond(StatusCode::OK, TEXT, "ok\n"),
         (&hyper::Method::GET, "/ready") if status.ready() => respond(StatusCode::OK, TEXT, "ready\n"),
         (&hyper::Method::GET, "/ready") => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
         (&hyper::Method::GET, "/metrics") => {
-            respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", crate::metrics::render(metrics))
+            // Rendering is CPU work: off the runtime's only thread, so a
+            // scrape never holds up the jobs.
+            let m = metrics.clone();
+            match tokio::task::spawn_blocking(move || crate::metrics::render(&m)).await {
+                Ok(text) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
+                Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "render failed\n"),
+            }
         }
         _ => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
     }
@@ -83,25 +101,37 @@ pub async fn serve(
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /health, /ready and /metrics");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     Ok(tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
                 r = listener.accept() => match r {
                     Ok(c) => c,
                     Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
                         tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 },
                 _ = shutdown.cancelled() => return,
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let (status, metrics) = (status.clone(), metrics.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let resp = route(&req, &status, &metrics);
-                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                    let (status, metrics) = (status.clone(), metrics.clone());
+                    async move { Ok::<_, std::convert::Infallible>(route(req, &status, &metrics).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                drop(slot);
             });
         }
     }))

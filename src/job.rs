@@ -122,11 +122,13 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
     let bad = || format!("invalid RFC 3339 time {s:?} (expected e.g. 2026-01-02T03:04:05Z)");
     // humantime understands only UTC ("Z"); apply a numeric offset ourselves.
     let (base, offset_secs): (String, i64) = match s.rfind(['+', '-']) {
-        Some(pos) if pos > 10 && s.len() - pos == 6 && &s[pos + 3..pos + 4] == ":" => {
-            let sign = if &s[pos..pos + 1] == "-" { -1 } else { 1 };
-            let h: i64 = s[pos + 1..pos + 3].parse().map_err(|_| bad())?;
-            let m: i64 = s[pos + 4..pos + 6].parse().map_err(|_| bad())?;
-            (format!("{}Z", &s[..pos]), sign * (h * 3600 + m * 60))
+        // `get` rather than indexing: a multi-byte character next to the
+        // offset must be an error, not a panic.
+        Some(pos) if pos > 10 && s.len() - pos == 6 && s.get(pos + 3..pos + 4) == Some(":") => {
+            let sign = if s.get(pos..pos + 1) == Some("-") { -1 } else { 1 };
+            let h: i64 = s.get(pos + 1..pos + 3).and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+            let m: i64 = s.get(pos + 4..pos + 6).and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+            (format!("{}Z", s.get(..pos).ok_or_else(bad)?), sign * (h * 3600 + m * 60))
         }
         _ => (s.replace('z', "Z"), 0),
     };
@@ -165,6 +167,7 @@ pub fn spec_from_value(value: Value) -> Result<JobSpec, SpecError> {
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(field_err("kind", "expected a string")),
     };
+    validate_kind(&kind).map_err(|e| field_err("kind", e))?;
     let queue = string_field(&obj, "queue")?.map(str::to_string);
     if let Some(q) = &queue {
         validate_queue_name(q).map_err(|e| field_err("queue", e))?;
@@ -203,9 +206,30 @@ pub fn spec_from_value(value: Value) -> Result<JobSpec, SpecError> {
 fn non_empty(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, SpecError> {
     match string_field(obj, field)? {
         Some("") => Err(field_err(field, "must not be empty")),
-        Some(s) if s.len() > 1024 => Err(field_err(field, "longer than 1024 bytes")),
+        Some(s) if s.chars().count() > MAX_ID => Err(field_err(field, format!("longer than {MAX_ID} characters"))),
+        Some(s) if s.chars().any(char::is_control) => {
+            Err(field_err(field, "contains a control character (newline, tab, NUL, escape...)"))
+        }
         other => Ok(other.map(str::to_string)),
     }
+}
+
+/// Longest accepted kind, in characters.
+pub const MAX_KIND: usize = 128;
+/// Longest accepted id or idempotency key, in characters.
+pub const MAX_ID: usize = 1024;
+
+/// Checks a kind: 1–128 characters, no whitespace or control characters
+/// (a kind becomes a metric label, a log field and an `--exec` variable).
+pub fn validate_kind(kind: &str) -> Result<(), String> {
+    let n = kind.chars().count();
+    if n == 0 || n > MAX_KIND {
+        return Err(format!("kind must be 1 to {MAX_KIND} characters, got {n}"));
+    }
+    if kind.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("kind {:?} contains whitespace or a control character", kind));
+    }
+    Ok(())
 }
 
 /// Where a spec sits in its input, for error messages.
@@ -357,6 +381,22 @@ mod tests {
     }
 
     #[test]
+    fn kinds_ids_and_keys_reject_control_characters() {
+        assert!(err(r#"{"kind":"a b"}"#).starts_with("field \"kind\": kind \"a b\" contains whitespace"));
+        assert!(err(r#"{"kind":"a\u001b[31m"}"#).starts_with("field \"kind\""));
+        assert!(err(&format!(r#"{{"kind":"{}"}}"#, "k".repeat(129))).contains("1 to 128"));
+        assert!(err(r#"{"kind":"a","id":"x\u0000y"}"#).starts_with("field \"id\": contains a control character"));
+        assert!(err(r#"{"kind":"a","idempotency_key":"x\r\ny"}"#).starts_with("field \"idempotency_key\""));
+        assert!(parse_spec(r#"{"kind":"émail.send@2","id":"ordre-é"}"#).is_ok());
+    }
+
+    #[test]
+    fn rfc3339_never_panics_on_multibyte_offsets() {
+        assert!(parse_rfc3339_ms("2026-01-02T03:04:05+0é00").is_err());
+        assert!(parse_spec(r#"{"kind":"a","run_at":"2026-01-02T03:04:05+0é00"}"#).is_err());
+    }
+
+    #[test]
     fn rfc3339_with_offsets() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z").unwrap(), 1000);
         assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:01+01:00").unwrap(), 1000);
@@ -458,7 +498,10 @@ mod fuzz {
             let text = v.to_string();
             match parse_spec(&text) {
                 Ok(spec) => {
-                    prop_assert!(!spec.kind.is_empty());
+                    prop_assert!(validate_kind(&spec.kind).is_ok());
+                    for s in spec.id.iter().chain(&spec.idempotency_key) {
+                        prop_assert!(!s.chars().any(char::is_control));
+                    }
                     if let Some(q) = &spec.queue {
                         prop_assert!(validate_queue_name(q).is_ok());
                     }

@@ -27,6 +27,7 @@
 pub struct QueueKeys {
     /// Namespace-qualified queue prefix with the hash tag, e.g. `dtq:{emails}`.
     prefix: String,
+    queue_start: usize,
     pub pending: String,
     pub inflight: String,
     pub scheduled: String,
@@ -58,8 +59,14 @@ impl QueueKeys {
             stats: k("stats"),
             paused: k("paused"),
             signal: k("signal"),
+            queue_start: namespace.len() + 2,
             prefix,
         }
+    }
+
+    /// The queue's name.
+    pub fn queue(&self) -> &str {
+        &self.prefix[self.queue_start..self.prefix.len() - 1]
     }
 
     /// Idempotency state of a client-chosen id or an idempotency key: held
@@ -102,6 +109,7 @@ mod tests {
         for key in [&k.pending, &k.inflight, &k.jobs, &k.signal, &k.idem("a"), &k.receipt("b")] {
             assert!(key.starts_with("dtq:{emails}:"), "{key}");
         }
+        assert_eq!(k.queue(), "emails");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use clap::Parser;
 use dtq::cli::Cli;
 use dtq::cmd::UsageError;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
@@ -12,7 +13,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.global.log_format == "json";
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal, and never with NO_COLOR set. A log line that
+    // cannot be written (stderr a closed pipe) is dropped, never reported by
+    // a panicking eprintln: logging must not stop shutdown.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false);
     if json {
         builder.json().with_current_span(true).with_span_list(false).init();
     } else {
@@ -23,7 +32,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dtq: starting the runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "dtq: starting the runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -37,7 +46,7 @@ fn main() -> ExitCode {
                 // Keep stderr ingestible: the last word is a JSON line too.
                 tracing::error!(error = %format!("{e:#}"), "dtq: command failed");
             } else {
-                eprintln!("dtq: {e:#}");
+                let _ = writeln!(std::io::stderr(), "dtq: {e:#}");
             }
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)

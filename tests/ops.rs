@@ -225,3 +225,33 @@ fn json_logs_are_one_object_a_line_with_the_job_in_every_line() {
     assert!(!text.contains("pw-secret"), "password in logs");
     assert!(text.contains("user:***@"), "the redacted URL is logged");
 }
+
+#[test]
+fn the_ops_endpoint_cuts_off_slow_headers_and_caps_connections() {
+    use std::io::{Read, Write};
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "opsbounds");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _w = d.spawn(&["work", "--listen", &listen]);
+    wait_until(Duration::from_secs(10), || get(port, "/ready").0 == 200);
+    // Slow loris: a request line and no end of headers.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let cut = started.elapsed();
+    assert!(cut < Duration::from_secs(10), "slow headers held the connection for {cut:?}");
+    assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).contains("408"), "{:?}", &buf[..n]);
+    // Past the connection cap, new connections are closed at once.
+    let idle: Vec<_> = (0..64).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut over = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = over.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(over.read(&mut buf).unwrap_or(0), 0, "the 65th connection was served");
+    drop(idle);
+    wait_until(Duration::from_secs(5), || get(port, "/health").0 == 200);
+}

@@ -83,6 +83,7 @@ async fn enqueue_puts_ready_jobs_in_pending_delayed_in_scheduled_and_reports_dup
     assert_eq!(
         dump(&redis, ns),
         state(&[
+            ("queues", &["q"]),
             ("{q}:pending", &["e", "b", "a"]),
             ("{q}:scheduled", &["c"]),
             ("{q}:jobs", &["a", "b", "c", "e"]),
@@ -114,6 +115,7 @@ async fn dequeue_leases_in_fifo_order_with_tokens_and_charges_no_attempt() {
     assert_eq!(
         s,
         state(&[
+            ("queues", &["q"]),
             ("{q}:pending", &["c"]),
             ("{q}:inflight", &["a", "b"]),
             ("{q}:jobs", &["a", "b", "c"]),
@@ -228,6 +230,7 @@ async fn ack_completes_the_job_and_a_stale_token_changes_nothing() {
     assert_eq!(
         s,
         state(&[
+            ("queues", &["q"]),
             ("{q}:inflight", &["b"]),
             ("{q}:jobs", &["b"]),
             ("{q}:stats", &["enqueued=2", "processed=1"]),
@@ -262,6 +265,7 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
     assert_eq!(
         s,
         state(&[
+            ("queues", &["q"]),
             ("{q}:scheduled", &["a"]),
             ("{q}:dead", &["b"]),
             ("{q}:jobs", &["a", "b"]),

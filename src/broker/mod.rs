@@ -115,7 +115,15 @@ pub struct Broker {
     namespace: Arc<str>,
     target: Arc<RedisTarget>,
     command_timeout: Duration,
+    /// Queues this process registered (by their pending key), so enqueue
+    /// registers each once.
+    registered: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
+
+/// Most jobs one enqueue script call carries (well under Lua's `unpack` limit).
+pub const MAX_ENQUEUE_JOBS: usize = 1000;
+/// Most bytes of bodies one enqueue script call carries.
+pub const MAX_ENQUEUE_BYTES: usize = 8 << 20;
 
 /// How long a Redis command may take before it fails.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,6 +153,7 @@ impl Broker {
             namespace: namespace.into(),
             target: Arc::new(target),
             command_timeout: COMMAND_TIMEOUT,
+            registered: Arc::default(),
         })
     }
 
@@ -192,6 +201,17 @@ impl Broker {
             .map_err(|e| BrokerError::redis("register queue", e))
     }
 
+    /// True if `queue` is known or holds anything.
+    pub async fn queue_exists(&self, queue: &str) -> Result<bool, BrokerError> {
+        let k = self.keys(queue);
+        let (member, keys): (bool, u64) = tokio::try_join!(
+            self.client.sismember(keys::queues(&self.namespace), queue),
+            self.client.exists(vec![k.pending, k.inflight, k.scheduled, k.dead, k.jobs, k.stats, k.paused]),
+        )
+        .map_err(|e| BrokerError::redis("check queue", e))?;
+        Ok(member || keys > 0)
+    }
+
     /// Every queue that has had a job, sorted.
     pub async fn queues(&self) -> Result<Vec<String>, BrokerError> {
         let mut q: Vec<String> = self
@@ -203,9 +223,34 @@ impl Broker {
         Ok(q)
     }
 
-    /// Enqueues a batch into one queue; returns per job `true` = enqueued,
-    /// `false` = duplicate.
+    /// Enqueues jobs into one queue (registering the queue, so the reaper
+    /// visits it); returns per job `true` = enqueued, `false` = duplicate.
+    /// Jobs go out in script calls of at most [`MAX_ENQUEUE_JOBS`] jobs and
+    /// [`MAX_ENQUEUE_BYTES`] of bodies; each call is atomic, and on an error
+    /// the calls before it stand (a retry reports their jobs as duplicates
+    /// only if they carry client ids).
     pub async fn enqueue(&self, k: &QueueKeys, jobs: &[NewJob]) -> Result<Vec<bool>, BrokerError> {
+        if !self.registered.lock().unwrap_or_else(|p| p.into_inner()).contains(&k.pending) {
+            self.register_queue(k.queue()).await?;
+            self.registered.lock().unwrap_or_else(|p| p.into_inner()).insert(k.pending.clone());
+        }
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut rest = jobs;
+        while !rest.is_empty() {
+            let mut n = 0;
+            let mut bytes = 0;
+            while n < rest.len() && n < MAX_ENQUEUE_JOBS && (n == 0 || bytes + rest[n].body.len() <= MAX_ENQUEUE_BYTES)
+            {
+                bytes += rest[n].body.len();
+                n += 1;
+            }
+            out.extend(self.enqueue_call(k, &rest[..n]).await?);
+            rest = &rest[n..];
+        }
+        Ok(out)
+    }
+
+    async fn enqueue_call(&self, k: &QueueKeys, jobs: &[NewJob]) -> Result<Vec<bool>, BrokerError> {
         let mut keys: Vec<&str> = vec![&k.pending, &k.scheduled, &k.jobs, &k.stats, &k.signal];
         let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 5);
         args.push(Value::Integer(jobs.len() as i64));

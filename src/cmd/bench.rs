@@ -124,11 +124,21 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<()> {
     } else {
         format!("{}-{}", a.queue, &crate::job::new_id()[16..]).to_ascii_lowercase()
     };
+    // Bench deletes only what it created: a queue that existed before (an
+    // external fleet's) only gets bench jobs added, which the fleet consumes.
+    let existed = broker.queue_exists(&queue).await?;
+    if existed && !a.no_workers {
+        return super::usage(format!(
+            "queue {queue:?} already exists; bench with in-process workers needs a new queue"
+        ));
+    }
     let result = match a.jobs {
         Some(n) => drain(&broker, &queue, n, &a).await,
         None => open_loop(&broker, &queue, &a).await,
     };
-    broker.delete_queue(&queue).await?;
+    if !existed {
+        broker.delete_queue(&queue).await?;
+    }
     let report = result?;
     if a.json {
         return out(serde_json::to_string(&report)?);
@@ -226,13 +236,14 @@ impl Progress {
 async fn drain(broker: &Broker, queue: &str, n: u64, a: &BenchArgs) -> Result<Report> {
     let rec = Recorder::new();
     let pad = "x".repeat(a.payload_bytes as usize);
+    let processed_before = broker.queue_stats(queue).await?.processed;
     let enqueue_started = Instant::now();
     let jobs = (0..n).map(|_| new_job(rec.epoch.elapsed().as_micros() as u64, &pad));
     super::produce::enqueue_all(broker, queue, jobs, 1000, |_, _| {}).await?;
     let enqueue_secs = enqueue_started.elapsed().as_secs_f64();
     let mut progress = Progress::new();
     if a.no_workers {
-        let (completed, secs) = wait_for_fleet(broker, queue, &mut progress).await?;
+        let (completed, secs) = wait_for_fleet(broker, queue, processed_before, n, &mut progress).await?;
         progress.finish();
         let rate = Some(completed as f64 / secs);
         return Ok(report("drain", n, a, n as f64 / enqueue_secs, rate, completed, secs, &rec));
@@ -259,6 +270,7 @@ async fn open_loop(broker: &Broker, queue: &str, a: &BenchArgs) -> Result<Report
     let pad = "x".repeat(a.payload_bytes as usize);
     let total = (a.rps as f64 * a.duration.as_secs_f64()).round() as u64;
     broker.register_queue(queue).await?;
+    let processed_before = broker.queue_stats(queue).await?.processed;
     let keys = broker.keys(queue);
     let worker = (!a.no_workers).then(|| start_worker(broker, queue, a, &rec));
     let mut progress = Progress::new();
@@ -304,7 +316,7 @@ async fn open_loop(broker: &Broker, queue: &str, a: &BenchArgs) -> Result<Report
     }
     let mut completed = rec.completed.load(Ordering::Relaxed);
     if a.no_workers {
-        let (done, secs) = wait_for_fleet(broker, queue, &mut progress).await?;
+        let (done, secs) = wait_for_fleet(broker, queue, processed_before, total, &mut progress).await?;
         completed = done;
         completion = Some(done as f64 / (enqueue_secs + secs));
     }
@@ -313,15 +325,37 @@ async fn open_loop(broker: &Broker, queue: &str, a: &BenchArgs) -> Result<Report
     Ok(report("open-loop", total, a, total as f64 / enqueue_secs, completion, completed, secs, &rec))
 }
 
-/// Waits (at most 60 s) for an external fleet to empty `queue`; returns the
+/// Waits (at most 60 s) for an external fleet to complete the `sent` bench
+/// jobs (counted by the queue's processed counter, so other jobs of the
+/// queue, delayed ones included, neither hold it up nor count); returns the
 /// jobs it completed and the seconds waited.
-async fn wait_for_fleet(broker: &Broker, queue: &str, progress: &mut Progress) -> Result<(u64, f64)> {
+async fn wait_for_fleet(
+    broker: &Broker,
+    queue: &str,
+    processed_before: u64,
+    sent: u64,
+    progress: &mut Progress,
+) -> Result<(u64, f64)> {
+    const LIMIT: Duration = Duration::from_secs(60);
     let started = Instant::now();
     loop {
         let s = broker.queue_stats(queue).await?;
-        progress.show(format!("waiting for the fleet: {} pending, {} in flight", s.pending, s.inflight));
-        if s.pending + s.inflight + s.scheduled == 0 || started.elapsed() > Duration::from_secs(60) {
-            return Ok((s.processed, started.elapsed().as_secs_f64()));
+        let done = s.processed.saturating_sub(processed_before).min(sent);
+        progress.show(format!(
+            "waiting for workers on queue {queue:?} to complete the {sent} bench jobs: {done} done ({} pending, {} in flight)",
+            s.pending, s.inflight
+        ));
+        if done >= sent {
+            return Ok((done, started.elapsed().as_secs_f64()));
+        }
+        if started.elapsed() > LIMIT {
+            tracing::warn!(
+                queue,
+                done,
+                sent,
+                "gave up waiting for the fleet after 60s: is a worker running on this queue and namespace?"
+            );
+            return Ok((done, started.elapsed().as_secs_f64()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

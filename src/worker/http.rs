@@ -127,3 +127,30 @@ impl Handler for HttpHandler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_retry_after_is_bounded(v in "[0-9]{0,30}|.{0,20}") {
+            let mut h = hyper::HeaderMap::new();
+            if let Ok(value) = hyper::header::HeaderValue::from_str(&v) {
+                h.insert(hyper::header::RETRY_AFTER, value);
+                if let Some(d) = retry_after(&h) {
+                    proptest::prop_assert!(d <= MAX_RETRY_AFTER);
+                    // What the pipeline does with it cannot overflow.
+                    let _ = d.min(Duration::from_secs(3600)).as_millis() as u64;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn huge_retry_after_is_clamped() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert(hyper::header::RETRY_AFTER, "18446744073709551615".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+    }
+}

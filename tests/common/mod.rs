@@ -62,7 +62,9 @@ impl Redis {
     }
 
     fn launch(&mut self) {
-        let mut cmd = Command::new("redis-server");
+        // scripts/test runs the suite a second time with Valkey's valkey-server here.
+        let server = std::env::var("DTQ_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string());
+        let mut cmd = Command::new(&server);
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir"])
@@ -70,7 +72,9 @@ impl Redis {
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("redis-server must be installed (scripts/test installs it)"));
+        self.child = Some(cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot run {server} ({e}): install it (scripts/test does) or set DTQ_TEST_REDIS_SERVER")
+        }));
         // Any reply (PONG, or NOAUTH when the default user is off) means it is up.
         wait_until(Duration::from_secs(10), || !self.cli(&["PING"]).trim().is_empty());
     }
