@@ -11,21 +11,24 @@
 -- KEYS[4] leases     HASH
 -- KEYS[5] errors     HASH  job id -> last error
 -- KEYS[6] stats      HASH
--- KEYS[7..] per job with a lock count of 1, in job order: its idempotency key (released if this attempt holds it)
+-- KEYS[7] attempts   HASH  job id -> attempts started
+-- KEYS[8..] per job with a lock count of 1, in job order: its idempotency key (released if this attempt holds it)
 --
 -- ARGV[1] number of jobs n
--- then 5 per job: id, token, retry delay in ms (-1 = dead-letter now), error,
--- lock count (0 or 1)
+-- then 6 per job: id, token, retry delay in ms (-1 = dead-letter now), error,
+-- lock count (0 or 1), the attempt's number (its charge, sent as the handler
+-- started, may arrive after this call: the count is raised to it here, and
+-- a late charge finds the lease gone and changes nothing)
 --
 -- Returns: an array of n integers, 1 = recorded, 0 = stale lease.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
-local k = 7
+local k = 8
 local out = {}
 local failed, retried, dead = 0, 0, 0
 for i = 0, n - 1 do
-  local b = 2 + i * 5
+  local b = 2 + i * 6
   local id = ARGV[b]
   local token = ARGV[b + 1]
   if ARGV[b + 4] == '1' then
@@ -36,6 +39,8 @@ for i = 0, n - 1 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', KEYS[4], id)
     redis.call('HSET', KEYS[5], id, ARGV[b + 3])
+    local attempt = tonumber(ARGV[b + 5])
+    if tonumber(redis.call('HGET', KEYS[7], id) or '0') < attempt then redis.call('HSET', KEYS[7], id, attempt) end
     local delay = tonumber(ARGV[b + 2])
     if delay < 0 then
       redis.call('ZADD', KEYS[3], now, id)

@@ -15,9 +15,11 @@
 --
 -- ARGV[1] number of jobs n
 -- then 5 per job: id, token, delay in ms (0 = visible again at once, at the
--- head of the queue), lock count (0 or 1), refund (1 = give back the attempt
--- charged when it started: handed back at shutdown, or the worker could not
--- run it at all)
+-- head of the queue), lock count (0 or 1), refund: 0, or the number of the
+-- attempt whose handler started and is given back (handed back at shutdown,
+-- or the worker could not run it at all): the count is set to one less,
+-- whether or not that attempt's charge has arrived yet (a late charge finds
+-- the lease gone and changes nothing)
 --
 -- Returns: an array of n integers, 1 = released, 0 = stale lease.
 local t = redis.call('TIME')
@@ -37,7 +39,12 @@ for i = 0, n - 1 do
   if redis.call('HGET', KEYS[4], id) == token then
     redis.call('ZREM', KEYS[1], id)
     redis.call('HDEL', KEYS[4], id)
-    if ARGV[b + 4] == '1' and redis.call('HINCRBY', KEYS[5], id, -1) <= 0 then redis.call('HDEL', KEYS[5], id) end
+    local refund = tonumber(ARGV[b + 4])
+    if refund > 1 then
+      redis.call('HSET', KEYS[5], id, refund - 1)
+    elseif refund == 1 then
+      redis.call('HDEL', KEYS[5], id)
+    end
     local delay = tonumber(ARGV[b + 2])
     if delay > 0 then
       redis.call('ZADD', KEYS[2], now + delay, id)

@@ -162,6 +162,8 @@ async fn start_charges_the_attempt_and_guards_keys_in_order() {
         id: id.into(),
         token: token.into(),
         key: key.map(|k2| k.idem(k2)),
+        take: true,
+        charge: true,
     };
     let r = b
         .start(
@@ -196,6 +198,69 @@ async fn start_charges_the_attempt_and_guards_keys_in_order() {
     // Re-entrant for its holder.
     assert_eq!(b.start(&k, vt, &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(1)]);
     assert_eq!(b.start(&k, vt, &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(2)]);
+}
+
+#[tokio::test]
+async fn the_guard_runs_ahead_without_charging_and_the_charge_comes_with_the_handler() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-ahead")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
+    let vt = Duration::from_secs(30);
+    let check = |id: &str, token: &str, key: Option<&str>, charge: bool| StartCheck {
+        id: id.into(),
+        token: token.into(),
+        key: key.map(|k2| k.idem(k2)),
+        take: true,
+        charge,
+    };
+    // Guard only: the key is taken, nothing charged; the number is the one
+    // the attempt will get.
+    let r = b.start(&k, vt, &[check("a", "w:1", Some("ka"), false), check("b", "w:2", None, false)]).await.unwrap();
+    assert_eq!(r, [Start::Run(1), Start::Run(1)]);
+    assert_eq!(redis.int(&["HLEN", &k.attempts]), 0);
+    assert_eq!(redis.cli(&["GET", &k.idem("ka")]).trim(), "r:w:1");
+    // The charge, later, for both in one call (one HSET).
+    let r = b.start(&k, vt, &[check("a", "w:1", None, true), check("b", "w:2", None, true)]).await.unwrap();
+    assert_eq!(r, [Start::Run(1), Start::Run(1)]);
+    assert_eq!(redis.lines(&["HGETALL", &k.attempts]), ["a", "1", "b", "1"]);
+    // A client id's key is only checked: completed or held elsewhere stops
+    // the job, a free key is not taken.
+    let only = |key: &str| StartCheck { id: "b".into(), token: "w:2".into(), key: Some(k.idem(key)), take: false, charge: false };
+    assert_eq!(b.start(&k, vt, &[only("kb")]).await.unwrap(), [Start::Run(2)]);
+    assert_eq!(redis.int(&["EXISTS", &k.idem("kb")]), 0);
+    assert_eq!(b.start(&k, vt, &[only("ka")]).await.unwrap(), [Start::Held]);
+    redis.cli(&["SET", &k.idem("kb"), "d"]);
+    assert_eq!(b.start(&k, vt, &[only("kb")]).await.unwrap(), [Start::Completed]);
+}
+
+#[tokio::test]
+async fn an_outcome_that_overtakes_its_charge_still_counts_the_attempt_once() {
+    // The charge is sent as the handler starts and not waited for, so a fast
+    // handler's outcome may reach Redis first (another connection).
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-overtake")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
+    let vt = Duration::from_secs(30);
+    let charge = |id: &str, token: &str| StartCheck { id: id.into(), token: token.into(), key: None, take: false, charge: true };
+    // "a" fails as attempt 1 before its charge arrives; "b" is handed back at
+    // shutdown (attempt 1 refunded) before its charge arrives.
+    b.fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(0), "boom", 1)]).await.unwrap();
+    b.release(&k, &[(&lease("b", "w:2"), 0, Some(1))]).await.unwrap();
+    // The late charges find the leases gone and change nothing.
+    assert_eq!(b.start(&k, vt, &[charge("a", "w:1"), charge("b", "w:2")]).await.unwrap(), [Start::LeaseLost; 2]);
+    assert_eq!(redis.lines(&["HGETALL", &k.attempts]), ["a", "1"]);
+    // The retry of "a" is attempt 2; failing it after its charge leaves 2.
+    let again = b.dequeue(&k, 2, vt, "x:", &[]).await.unwrap();
+    let attempts: Vec<(&str, u32)> = again.iter().map(|j| (j.id.as_str(), j.attempt)).collect();
+    assert!(attempts.contains(&("a", 2)) && attempts.contains(&("b", 1)), "{attempts:?}");
+    let a = again.iter().find(|j| j.id == "a").unwrap();
+    b.start(&k, vt, &[charge("a", &a.token)]).await.unwrap();
+    b.fail(&k, &[(&lease("a", &a.token), FailTo::Dead, "boom", 2)]).await.unwrap();
+    assert_eq!(redis.cli(&["HGET", &k.attempts, "a"]).trim(), "2");
 }
 
 #[tokio::test]
@@ -251,11 +316,11 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
     b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
-    assert_eq!(b.fail(&k, &[(&lease("a", "nope"), FailTo::Dead, "x")]).await.unwrap(), [false]);
+    assert_eq!(b.fail(&k, &[(&lease("a", "nope"), FailTo::Dead, "x", 1)]).await.unwrap(), [false]);
     let r = b
-        .fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom"), (&lease("b", "w:2"), FailTo::Dead, "fatal")])
+        .fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom", 1), (&lease("b", "w:2"), FailTo::Dead, "fatal", 1)])
         .await
         .unwrap();
     assert_eq!(r, [true, true]);
@@ -286,12 +351,12 @@ async fn release_hands_a_job_back_without_spending_an_attempt_and_refunds_on_req
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
     b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
     let r = b
         .release(
             &k,
-            &[(&lease("a", "w:1"), 0, true), (&lease("b", "w:2"), 60_000, true), (&lease("c", "w:3"), 0, true)],
+            &[(&lease("a", "w:1"), 0, Some(1)), (&lease("b", "w:2"), 60_000, Some(1)), (&lease("c", "w:3"), 0, Some(1))],
         )
         .await
         .unwrap();
@@ -327,7 +392,7 @@ async fn recover_requeues_expired_leases_and_dead_letters_exhausted_jobs() {
     b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
     b.enqueue(&k, &[job("never-started")]).await.unwrap();
     b.dequeue(&k, 4, Duration::from_millis(300), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
     b.start(&k, Duration::from_millis(300), &starts).await.unwrap();
     b.heartbeat(&k, Duration::from_secs(60), &[&lease("c", "w:3")]).await.unwrap();
     // "b" already used its one retry: its lost attempt was its last.
@@ -376,9 +441,9 @@ async fn requeue_purge_and_cancel() {
     let k: QueueKeys = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c"), job("d")]).await.unwrap();
     b.dequeue(&k, 3, Duration::from_secs(30), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
-    b.fail(&k, &[(&lease("a", "w:1"), FailTo::Dead, "e1"), (&lease("b", "w:2"), FailTo::Dead, "e2")]).await.unwrap();
+    b.fail(&k, &[(&lease("a", "w:1"), FailTo::Dead, "e1", 1), (&lease("b", "w:2"), FailTo::Dead, "e2", 1)]).await.unwrap();
     assert_eq!(b.cancel(&k, "c").await.unwrap(), Cancel::Running);
     assert_eq!(b.cancel(&k, "a").await.unwrap(), Cancel::Dead);
     assert_eq!(b.cancel(&k, "zz").await.unwrap(), Cancel::NotFound);
@@ -394,19 +459,105 @@ async fn requeue_purge_and_cancel() {
 }
 
 #[tokio::test]
-async fn the_rate_limit_script_allows_n_per_window_then_says_how_long_to_wait() {
+async fn the_rate_limit_script_allows_n_per_window_then_staggers_the_denied() {
     let redis = Redis::shared();
-    let b = broker(&redis, &unique("t-ratelimit")).await;
-    let period = Duration::from_millis(500);
-    assert_eq!(b.rate_limit("charge", 3, period, &["m0"]).await.unwrap(), [None]);
-    // A batch is granted in order while the window has room.
-    let r = b.rate_limit("charge", 3, period, &["m1", "m2", "m3", "m4"]).await.unwrap();
+    let ns = unique("t-ratelimit");
+    let b = broker(&redis, &ns).await;
+    let period = Duration::from_millis(800);
+    assert_eq!(b.rate_limit("charge", 3, period, 1).await.unwrap(), [None]);
+    // A batch is granted in order while the window has room (a burst of N).
+    let r = b.rate_limit("charge", 3, period, 9).await.unwrap();
     assert_eq!(r[..2], [None, None]);
-    let wait = r[2].expect("over the limit");
-    assert!(wait > 0 && wait <= 500, "{wait}");
-    assert_eq!(r[3], Some(wait), "every start over the limit waits for the oldest to leave the window");
-    tokio::time::sleep(Duration::from_millis(wait + 20)).await;
-    assert_eq!(b.rate_limit("charge", 3, period, &["m5"]).await.unwrap(), [None]);
+    let waits: Vec<u64> = r[2..].iter().map(|w| w.expect("over the limit")).collect();
+    // Staggered: the denied come back one PERIOD/N apart from when the
+    // oldest start leaves the window, never as one herd...
+    assert!(waits[0] > 700 && waits[0] <= 850, "{waits:?}");
+    for w in waits.windows(2) {
+        assert!((260..=270).contains(&(w[1] - w[0])), "{waits:?}");
+    }
+    // ...and after those given to earlier calls (of any worker).
+    let later = b.rate_limit("charge", 3, period, 1).await.unwrap()[0].expect("over the limit");
+    assert!(later + 10 >= waits[6] + 266, "{later} vs {waits:?}");
+    tokio::time::sleep(Duration::from_millis(waits[0] + 20)).await;
+    assert_eq!(b.rate_limit("charge", 3, period, 1).await.unwrap(), [None]);
+}
+
+#[tokio::test]
+async fn the_rate_limit_never_allows_more_than_n_in_any_window_and_its_memory_stays_bounded() {
+    let redis = Redis::shared();
+    let ns = unique("t-ratelimit-window");
+    let b = broker(&redis, &ns).await;
+    let (n, period) = (5, Duration::from_millis(300));
+    let t0 = std::time::Instant::now();
+    let mut allowed: Vec<Duration> = Vec::new();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        let sent = t0.elapsed();
+        let r = b.rate_limit("w", n, period, 2).await.unwrap();
+        allowed.extend(r.iter().filter(|w| w.is_none()).map(|_| sent));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // Any window a little shorter than the period (the round trip blurs
+    // local times) holds at most N starts.
+    let w = period - Duration::from_millis(10);
+    for (i, &a) in allowed.iter().enumerate() {
+        let inside = allowed[i..].iter().take_while(|&&x| x < a + w).count();
+        assert!(inside <= n as usize, "{inside} starts within {w:?} from {a:?}: {allowed:?}");
+    }
+    // About N per period were granted: the limiter limits, it does not starve.
+    assert!(allowed.len() >= 15, "{} starts in 1.5 s at 5 per 300 ms", allowed.len());
+    let key = format!("{ns}:rate:{{w}}");
+    assert!(redis.int(&["HLEN", &key]) <= 17, "one counter per bucket, not one entry per start");
+}
+
+#[tokio::test]
+async fn denied_starts_come_back_spread_out_so_few_are_denied_twice() {
+    // 300 jobs under 100/s, taken 8 at a time by 4 workers that defer each
+    // denied job by the wait it was given. With one wait for every denied
+    // start they came back as a herd and were mostly denied again (2,602
+    // deferrals for 300 jobs at 20/s).
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-ratelimit-herd")).await;
+    let period = Duration::from_secs(1);
+    let t0 = tokio::time::Instant::now();
+    // They arrive over 0.6 s, so the starts counted are spread too.
+    let due: Vec<_> = (0..300).map(|i| t0 + Duration::from_millis(2 * i)).collect();
+    let due = std::sync::Arc::new(std::sync::Mutex::new(due));
+    let denied = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (b, due, denied) = (b.clone(), due.clone(), denied.clone());
+            tokio::spawn(async move {
+                loop {
+                    let now = tokio::time::Instant::now();
+                    let taken: Vec<_> = {
+                        let mut d = due.lock().unwrap();
+                        if d.is_empty() {
+                            return;
+                        }
+                        d.sort();
+                        let ready = d.iter().take_while(|&&t| t <= now).count().min(8);
+                        d.drain(..ready).collect()
+                    };
+                    if taken.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    let r = b.rate_limit("herd", 100, period, taken.len()).await.unwrap();
+                    let mut d = due.lock().unwrap();
+                    for wait in r.into_iter().flatten() {
+                        denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        d.push(now + Duration::from_millis(wait));
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(10), w).await.expect("all 300 started").unwrap();
+    }
+    let denied = denied.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("300 jobs at 100/s, 4 workers: {denied} deferrals in {:?}", t0.elapsed());
+    assert!(denied <= 300, "{denied} deferrals for 300 jobs: the denied came back as a herd");
 }
 
 #[tokio::test]

@@ -81,14 +81,20 @@ pub enum FailTo {
 pub struct StartCheck {
     pub id: String,
     pub token: String,
-    /// Full key of the job's idempotency state, if it has a key.
+    /// Full key of the job's idempotency state, if it has a key: checked
+    /// (not completed, not held by another lease).
     pub key: Option<String>,
+    /// Take the key for this lease (for idempotency keys; a client id needs
+    /// no taking, being unique in its queue and covered by the lease).
+    pub take: bool,
+    /// Charge the attempt (its handler is starting).
+    pub charge: bool,
 }
 
 /// Outcome of [`Broker::start`] for one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// Charged: run the handler as this (1-based) attempt.
+    /// Go on, as this (1-based) attempt; charged if the check asked.
     Run(u32),
     /// The lease is gone: do not run, do not settle.
     LeaseLost,
@@ -338,12 +344,13 @@ impl Broker {
         flags("ack", v, jobs.len())
     }
 
-    /// Records failed attempts: each is retried later or dead-lettered.
-    pub async fn fail(&self, k: &QueueKeys, jobs: &[(&LeaseRef, FailTo, &str)]) -> Result<Vec<bool>, BrokerError> {
-        let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.dead, &k.leases, &k.errors, &k.stats];
-        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 5);
+    /// Records failed attempts, each with its number: retried later or
+    /// dead-lettered.
+    pub async fn fail(&self, k: &QueueKeys, jobs: &[(&LeaseRef, FailTo, &str, u32)]) -> Result<Vec<bool>, BrokerError> {
+        let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.dead, &k.leases, &k.errors, &k.stats, &k.attempts];
+        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 6);
         args.push(Value::Integer(jobs.len() as i64));
-        for (lease, to, error) in jobs {
+        for (lease, to, error, attempt) in jobs {
             args.push(lease.id.as_str().into());
             args.push(lease.token.as_str().into());
             args.push(Value::Integer(match to {
@@ -352,6 +359,7 @@ impl Broker {
             }));
             args.push((*error).into());
             args.push(Value::Integer(lease.lock.is_some() as i64));
+            args.push(Value::Integer(*attempt as i64));
             keys.extend(lease.lock.as_deref());
         }
         let v = eval(&self.client, &self.scripts.fail, "fail", &keys, args).await?;
@@ -359,9 +367,13 @@ impl Broker {
     }
 
     /// Gives leased jobs back without spending an attempt, visible again after
-    /// the given delay (0 = at once, at the head of the queue); with `refund`
-    /// the attempt charged when the job started is given back.
-    pub async fn release(&self, k: &QueueKeys, jobs: &[(&LeaseRef, u64, bool)]) -> Result<Vec<bool>, BrokerError> {
+    /// the given delay (0 = at once, at the head of the queue); a `refund`
+    /// of `Some(n)` gives back attempt n, whose handler started.
+    pub async fn release(
+        &self,
+        k: &QueueKeys,
+        jobs: &[(&LeaseRef, u64, Option<u32>)],
+    ) -> Result<Vec<bool>, BrokerError> {
         let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.pending, &k.leases, &k.attempts, &k.signal];
         let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 5);
         args.push(Value::Integer(jobs.len() as i64));
@@ -370,7 +382,7 @@ impl Broker {
             args.push(lease.token.as_str().into());
             args.push(Value::Integer(*delay as i64));
             args.push(Value::Integer(lease.lock.is_some() as i64));
-            args.push(Value::Integer(*refund as i64));
+            args.push(Value::Integer(refund.unwrap_or(0) as i64));
             keys.extend(lease.lock.as_deref());
         }
         let v = eval(&self.client, &self.scripts.release, "release", &keys, args).await?;
@@ -498,10 +510,10 @@ impl Broker {
         r.map(|_| ()).map_err(|e| BrokerError::redis("pause", e))
     }
 
-    /// Starts a batch of leased jobs of one queue, in order: for each job
-    /// whose lease is still ours, the idempotency guard (if it has a key;
-    /// the key is then held for `visibility`, renewed by the heartbeat),
-    /// then its attempt is charged.
+    /// Checks a batch of leased jobs of one queue, in order: for each job
+    /// whose lease is still ours, the idempotency guard if it has a key (the
+    /// key is then held for `visibility`, renewed by the heartbeat), and its
+    /// attempt's charge if asked.
     pub async fn start(
         &self,
         k: &QueueKeys,
@@ -514,7 +526,8 @@ impl Broker {
         args.push(Value::Integer(visibility.as_millis() as i64));
         args.push(Value::Integer(jobs.len() as i64));
         for j in jobs {
-            args.extend([j.id.as_str().into(), j.token.as_str().into(), Value::Integer(j.key.is_some() as i64)]);
+            let flags = j.key.is_some() as i64 | (j.charge as i64) << 1 | ((j.key.is_some() && j.take) as i64) << 2;
+            args.extend([j.id.as_str().into(), j.token.as_str().into(), Value::Integer(flags)]);
             keys.extend(j.key.as_deref());
         }
         let v = eval(&self.client, &self.scripts.start, "start", &keys, args).await?;
@@ -530,22 +543,24 @@ impl Broker {
             .collect()
     }
 
-    /// Asks the distributed rate limiter of `kind` for one start per member
-    /// (unique to each start), granted in order: per member `None` =
-    /// allowed, `Some(ms)` = wait that long.
+    /// Asks the distributed rate limiter of `kind` for `starts` starts,
+    /// granted in order: per start `None` = allowed, `Some(ms)` = wait that
+    /// long (denied starts get staggered waits).
     pub async fn rate_limit(
         &self,
         kind: &str,
         limit: u64,
         period: Duration,
-        members: &[&str],
+        starts: usize,
     ) -> Result<Vec<Option<u64>>, BrokerError> {
         let key = keys::rate_limit(&self.namespace, kind);
-        let mut args = Vec::with_capacity(2 + members.len());
-        args.extend([Value::Integer(limit as i64), Value::Integer(period.as_millis().max(1) as i64)]);
-        args.extend(members.iter().map(|&m| Value::from(m)));
+        let args = vec![
+            Value::Integer(limit as i64),
+            Value::Integer(period.as_millis().max(1) as i64),
+            Value::Integer(starts as i64),
+        ];
         let v = eval(&self.client, &self.scripts.rate_limit, "rate limit", &[&key], args).await?;
-        Ok(per_job("rate limit", v, members.len())?.into_iter().map(|ms| (ms > 0).then_some(ms as u64)).collect())
+        Ok(per_job("rate limit", v, starts)?.into_iter().map(|ms| (ms > 0).then_some(ms as u64)).collect())
     }
 
     /// Tries to take a lock: `true` if `token` now holds it for `ttl`.

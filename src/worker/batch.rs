@@ -40,10 +40,16 @@ where
     }
 
     /// Asks for one item, batched with concurrent requests of the same key.
-    pub async fn call(&self, key: K, item: T) -> Result<R, BrokerError> {
+    /// The request is sent at once, not when the answer is first awaited
+    /// (dropping the answer unheard does not withdraw it).
+    pub fn call(&self, key: K, item: T) -> impl Future<Output = Result<R, BrokerError>> + use<K, T, R> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((key, item, reply)).map_err(|_| stopped(self.op))?;
-        answer.await.map_err(|_| stopped(self.op))?
+        let sent = self.tx.send((key, item, reply)).map_err(|_| stopped(self.op));
+        let op = self.op;
+        async move {
+            sent?;
+            answer.await.map_err(|_| stopped(op))?
+        }
     }
 }
 

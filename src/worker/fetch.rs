@@ -3,6 +3,10 @@
 //! Up to `concurrency + prefetch` jobs are leased at a time. Dequeues are
 //! batched and up to two are in flight at once, so the next batch is on its
 //! way while the current one runs; a job starts as soon as a slot is free.
+//! Up to as many jobs as finish within [`HORIZON`] (at most `concurrency`)
+//! go through their checks (breaker, rate limiter, idempotency guard) ahead
+//! of a free slot, so a slot never waits for a round trip to Redis; their
+//! attempts are charged only once they have a slot.
 //! Unless fixed, the prefetch is about [`HORIZON`]'s worth of short jobs:
 //! as many as finished within the horizon of their start over the last one.
 //! Fast jobs get large batches (few script calls per job, the next batch
@@ -28,7 +32,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,8 +50,6 @@ const AUTO_PREFETCH: (usize, usize) = (1, 1000);
 /// a wave of slow jobs finishing together does not look like a high rate.
 struct Prefetch {
     fixed: Option<usize>,
-    /// Short executions finished, counted by the execution tasks.
-    short: Arc<AtomicUsize>,
     window: Instant,
     previous: usize,
     current: usize,
@@ -55,14 +57,16 @@ struct Prefetch {
 
 impl Prefetch {
     fn new(fixed: Option<usize>) -> Self {
-        Prefetch { fixed, short: Arc::default(), window: Instant::now(), previous: 0, current: 0 }
+        Prefetch { fixed, window: Instant::now(), previous: 0, current: 0 }
     }
 
-    fn get(&mut self) -> usize {
+    /// The prefetch now, counting the short executions finished since the
+    /// last call.
+    fn get(&mut self, slots: &Slots) -> usize {
         if let Some(n) = self.fixed {
             return n;
         }
-        self.current += self.short.swap(0, Ordering::Relaxed);
+        self.current += slots.short.swap(0, Ordering::Relaxed);
         let elapsed = self.window.elapsed();
         if elapsed >= HORIZON {
             self.previous = if elapsed >= 2 * HORIZON { 0 } else { self.current };
@@ -70,6 +74,66 @@ impl Prefetch {
             self.window = Instant::now();
         }
         self.previous.max(self.current).clamp(AUTO_PREFETCH.0, AUTO_PREFETCH.1)
+    }
+
+    /// Executions to get ready ahead of free slots: as many as finish within
+    /// the horizon (none for slow jobs: a slot frees up rarely, and the
+    /// checks' round trip is nothing beside the job).
+    fn lookahead(&self) -> usize {
+        self.fixed.unwrap_or(self.previous.max(self.current))
+    }
+}
+
+/// The execution slots, and the executions getting ready ahead of them.
+pub(super) struct Slots {
+    /// One per running handler, held until its outcome is in Redis.
+    sem: Arc<Semaphore>,
+    /// Executions started but not (yet) holding a slot.
+    ahead: AtomicUsize,
+    /// Signalled when an execution stops counting as ahead.
+    moved: Notify,
+    /// Short executions finished (feeds the adaptive prefetch).
+    short: AtomicUsize,
+}
+
+/// An execution's place in [`Slots`]: counted as ahead until it gets a slot
+/// or ends.
+pub(super) struct Ahead {
+    slots: Arc<Slots>,
+    counted: bool,
+}
+
+impl Ahead {
+    fn new(slots: &Arc<Slots>) -> Self {
+        slots.ahead.fetch_add(1, Ordering::Relaxed);
+        Ahead { slots: slots.clone(), counted: true }
+    }
+
+    /// Waits for a free slot (slots go in the order asked).
+    pub async fn slot(&mut self) -> OwnedSemaphorePermit {
+        let permit = self.slots.sem.clone().acquire_owned().await.expect("the slots are never closed");
+        self.leave();
+        permit
+    }
+
+    /// Records a handler's run time (short ones feed the prefetch).
+    pub fn ran_for(&self, d: Duration) {
+        if d < HORIZON {
+            self.slots.short.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.slots.ahead.fetch_sub(1, Ordering::Relaxed);
+            self.slots.moved.notify_one();
+        }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
@@ -92,7 +156,13 @@ pub(super) async fn run(
 ) {
     let cfg = &shared.cfg;
     let mut prefetch = Prefetch::new(cfg.prefetch);
-    let sem = Arc::new(Semaphore::new(cfg.concurrency));
+    let slots = Arc::new(Slots {
+        sem: Arc::new(Semaphore::new(cfg.concurrency)),
+        ahead: AtomicUsize::new(0),
+        moved: Notify::new(),
+        short: AtomicUsize::new(0),
+    });
+    let sem = &slots.sem;
     let weights: Vec<u32> = cfg.queues.iter().map(|(_, w)| *w).collect();
     let mut picker = Weighted::new(&weights);
     let tag = crate::job::new_id();
@@ -120,33 +190,33 @@ pub(super) async fn run(
                 tracing::info!("taking jobs again");
             }
         }
-        // Start what we hold, one job per free slot.
-        while !local.is_empty() && !paused {
-            let Ok(permit) = sem.clone().try_acquire_owned() else { break };
+        // Start what we hold: one job per free slot, and the lookahead's
+        // worth ahead of them.
+        let capacity = cfg.concurrency + prefetch.get(&slots);
+        let lookahead = prefetch.lookahead().min(cfg.concurrency);
+        while !local.is_empty()
+            && !paused
+            && slots.ahead.load(Ordering::Relaxed) < sem.available_permits().max(lookahead)
+        {
             let (qi, job, cancel) = local.pop_front().expect("checked non-empty");
-            let (shared, tx, short) = (shared.clone(), settle_tx.clone(), prefetch.short.clone());
+            let (shared, tx, ahead, stop) = (shared.clone(), settle_tx.clone(), Ahead::new(&slots), shutdown.clone());
             tracker.spawn(async move {
-                let started = Instant::now();
                 let (id, token) = (job.id.clone(), job.token.clone());
-                let run = AssertUnwindSafe(pipeline::execute(&shared, qi, job, cancel, permit, &tx));
+                let run = AssertUnwindSafe(pipeline::execute(&shared, qi, job, cancel, ahead, &stop, &tx));
                 if run.catch_unwind().await.is_err() {
                     // A bug of dtq's own (handler panics are caught inside):
                     // never strand the job.
                     tracing::error!(id = %id, "internal error: the job's execution panicked; handing it back");
                     let lease = LeaseRef { id, token, lock: None };
-                    let op = Op::Release { delay_ms: 1000, refund: false };
+                    let op = Op::Release { delay_ms: 1000, refund: None };
                     tx.send(Settle { queue: qi, lease, op, metrics: None, permit: None });
-                }
-                if started.elapsed() < HORIZON {
-                    short.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
-        let capacity = cfg.concurrency + prefetch.get();
         // Ask for more while there is room: in batches of at least half the
         // capacity (fewer, larger script calls), or whatever fits when the
         // worker would otherwise run dry.
-        let running = cfg.concurrency - sem.available_permits();
+        let running = cfg.concurrency - sem.available_permits() + slots.ahead.load(Ordering::Relaxed);
         let mut room = capacity.saturating_sub(running + local.len() + requested);
         let min_batch = (capacity / 2).clamp(1, cfg.max_batch);
         while !paused
@@ -207,6 +277,8 @@ pub(super) async fn run(
             // A slot freed up: loop around to start the next job, or to ask
             // for more when everything we may hold is running.
             permit = sem.clone().acquire_owned(), if !paused && (!local.is_empty() || (room == 0 && requests.is_empty())) => drop(permit),
+            // An execution got its slot (or ended): room for one more ahead.
+            _ = slots.moved.notified(), if !paused => {}
             _ = waiter.wait(), if idle && !paused => picker.reset_empty(),
             _ = tokio::time::sleep(Duration::from_millis(100)), if paused => {}
             _ = shutdown.cancelled() => break,
@@ -225,7 +297,7 @@ pub(super) async fn run(
     }
     for (qi, job, _) in local {
         let lease = LeaseRef { id: job.id, token: job.token, lock: None };
-        let op = Op::Release { delay_ms: 0, refund: false };
+        let op = Op::Release { delay_ms: 0, refund: None };
         settle_tx.send(Settle { queue: qi, lease, op, metrics: None, permit: None });
     }
 }

@@ -201,8 +201,8 @@ pub(crate) struct Shared {
     pub status: Arc<Status>,
     /// Start checks (guard and attempt charge), batched per queue.
     pub starter: batch::Batcher<usize, StartCheck, Start>,
-    /// Rate-limiter starts (lease tokens), batched per kind and limit.
-    pub limiter: batch::Batcher<(String, RateLimit), String, Option<u64>>,
+    /// Rate-limiter starts, batched per kind and limit.
+    pub limiter: batch::Batcher<(String, RateLimit), (), Option<u64>>,
     /// Queues whose settler cannot write outcomes right now: while any is,
     /// the worker takes no new jobs.
     pub stalled: AtomicUsize,
@@ -289,12 +289,9 @@ pub async fn run(
     });
     let b = broker.clone();
     let limiter =
-        batch::Batcher::spawn("rate limit", move |(kind, limit): (String, RateLimit), tokens: Vec<String>| {
+        batch::Batcher::spawn("rate limit", move |(kind, limit): (String, RateLimit), starts: Vec<()>| {
             let b = b.clone();
-            async move {
-                let members: Vec<&str> = tokens.iter().map(String::as_str).collect();
-                b.rate_limit(&kind, limit.limit, limit.period, &members).await
-            }
+            async move { b.rate_limit(&kind, limit.limit, limit.period, starts.len()).await }
         });
     let shared = Arc::new(Shared {
         broker: broker.clone(),

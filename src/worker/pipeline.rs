@@ -1,9 +1,11 @@
-//! One job's way through the worker: circuit breaker → rate limiter → start
-//! (idempotency guard and attempt charge) → handler → settlement. Every path
+//! One job's way through the worker: circuit breaker → rate limiter →
+//! idempotency guard → a free slot → attempt charge and handler →
+//! settlement. Every path
 //! ends in exactly one settlement, so a job is never left unaccounted for;
 //! a handler that panics fails its attempt like an error.
 
 use super::breaker::Admission;
+use super::fetch::Ahead;
 use super::handler::{CancelReason, Cancellation, HandlerError, JobContext};
 use super::settle::{Op, Settle, Settler};
 use super::Shared;
@@ -13,6 +15,7 @@ use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 /// Delay before a job whose idempotency key is held elsewhere is tried again.
@@ -30,7 +33,7 @@ pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
     cap.mul_f64(fastrand::f64())
 }
 
-fn release(delay: Duration, refund: bool) -> Op {
+fn release(delay: Duration, refund: Option<u32>) -> Op {
     Op::Release { delay_ms: delay.as_millis() as u64, refund }
 }
 
@@ -39,26 +42,27 @@ pub(super) async fn execute(
     qi: usize,
     job: Leased,
     cancel: Cancellation,
-    permit: OwnedSemaphorePermit,
+    ahead: Ahead,
+    shutdown: &CancellationToken,
     tx: &Settler,
 ) {
     let slot = &shared.queues[qi];
     let lease = LeaseRef { id: job.id, token: job.token, lock: None };
-    let send = |lease: LeaseRef, op: Op, kind: Option<&str>| {
+    let send = |lease: LeaseRef, op: Op, kind: Option<&str>, permit: Option<OwnedSemaphorePermit>| {
         let metrics = kind.map(|k| slot.metrics.kind(k));
-        tx.send(Settle { queue: qi, lease, op, metrics, permit: Some(permit) });
+        tx.send(Settle { queue: qi, lease, op, metrics, permit });
     };
     if cancel.reason().is_some() {
         // Fenced before it started: its lease may be gone already.
-        return send(lease, Op::Abandon, None);
+        return send(lease, Op::Abandon, None, None);
     }
     let corrupt = |why: String| {
         tracing::error!(id = %lease.id, queue = %slot.name, error = %why, "dead-lettering a job whose body cannot be read");
-        Op::Fail(FailTo::Dead, format!("corrupt job body: {why}"))
+        Op::Fail(FailTo::Dead, format!("corrupt job body: {why}"), job.attempt)
     };
     let Some(body) = job.body else {
         let op = corrupt("missing".to_string());
-        return send(lease, op, None);
+        return send(lease, op, None, None);
     };
     let stored: StoredJob = match std::str::from_utf8(&body)
         .map_err(|e| e.to_string())
@@ -67,54 +71,117 @@ pub(super) async fn execute(
         Ok(s) => s,
         Err(e) => {
             let op = corrupt(e);
-            return send(lease, op, None);
+            return send(lease, op, None, None);
         }
     };
     let span =
         tracing::info_span!("job", id = %lease.id, queue = %slot.name, kind = %stored.kind, attempt = job.attempt);
-    let (lease, op) = run_stages(shared, qi, lease, &stored, &cancel).instrument(span).await;
-    send(lease, op, Some(&stored.kind));
+    let attempt = Attempt { qi, number: job.attempt, cancel: &cancel, shutdown };
+    let (lease, op, permit) = run_stages(shared, attempt, lease, &stored, ahead).instrument(span).await;
+    send(lease, op, Some(&stored.kind), permit);
+}
+
+/// What an execution knows of its attempt.
+struct Attempt<'a> {
+    qi: usize,
+    /// Its number: one more than the attempts charged when it was leased
+    /// (nobody else charges the job while the lease is ours).
+    number: u32,
+    cancel: &'a Cancellation,
+    shutdown: &'a CancellationToken,
 }
 
 async fn run_stages(
     shared: &Shared,
-    qi: usize,
+    a: Attempt<'_>,
     mut lease: LeaseRef,
     job: &StoredJob<'_>,
-    cancel: &Cancellation,
-) -> (LeaseRef, Op) {
+    mut ahead: Ahead,
+) -> (LeaseRef, Op, Option<OwnedSemaphorePermit>) {
+    let Attempt { qi, number: attempt, cancel, shutdown } = a;
     let slot = &shared.queues[qi];
     let cfg = &shared.cfg;
 
+    // Stages 1–3 may run ahead of a free slot (see `fetch`), so a job gets
+    // its slot with its checks done.
     // 1. Circuit breaker.
     let ticket = match shared.breakers.admit(&job.kind) {
         Admission::Run(t) => t,
         Admission::Defer(wait) => {
             tracing::debug!(wait = ?wait, "circuit open; deferring");
-            return (lease, release(wait.max(Duration::from_millis(1)), false));
+            return (lease, release(wait.max(Duration::from_millis(1)), None), None);
         }
     };
 
     // 2. Distributed rate limiter.
     if let Some(limit) = cfg.rate_limits.get(job.kind.as_ref()) {
-        match shared.limiter.call((job.kind.to_string(), *limit), lease.token.clone()).await {
+        match shared.limiter.call((job.kind.to_string(), *limit), ()).await {
             Ok(None) => {}
             Ok(Some(wait_ms)) => {
                 slot.metrics.kind(&job.kind).rate_limited.increment(1);
                 tracing::debug!(wait_ms, "rate limited; deferring");
-                return (lease, release(Duration::from_millis(wait_ms), false));
+                return (lease, release(Duration::from_millis(wait_ms), None), None);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable; deferring");
-                return (lease, release(REDIS_RETRY, false));
+                return (lease, release(REDIS_RETRY, None), None);
             }
         }
     }
 
-    // 3. Start: the idempotency guard and the attempt's charge, in one call.
-    // The key is held only as long as the lease (the heartbeat renews both),
-    // which is safe because an attempt whose lease may be lost is stopped
-    // (see `heartbeat::fence`) before another can start.
+    // 3. The idempotency guard. An idempotency key is held only as long as
+    // the lease (the heartbeat renews both), which is safe because an
+    // attempt whose lease may be lost is stopped (see `heartbeat::fence`)
+    // before another can start. A client id is only checked: unique in
+    // its queue, it is kept off other workers by the lease itself.
+    let markers: Vec<String> = job.markers(&lease.id).map(|m| slot.keys.idem(m)).collect();
+    let check = |key: Option<String>, take: bool, charge: bool| StartCheck {
+        id: lease.id.clone(),
+        token: lease.token.clone(),
+        key,
+        take,
+        charge,
+    };
+    if let Some(key) = job.effective_key(&lease.id).map(|k| slot.keys.idem(k)) {
+        let take = job.idempotency_key.is_some();
+        match shared.starter.call(qi, check(Some(key.clone()), take, false)).await {
+            Ok(Start::Run(_)) => {}
+            Ok(Start::LeaseLost) => {
+                tracing::warn!("lease lost before the job started; not running it");
+                return (lease, Op::Abandon, None);
+            }
+            Ok(Start::Completed) => {
+                tracing::info!("duplicate: idempotency key already completed; acknowledging without running");
+                return (lease, Op::Ack(markers), None);
+            }
+            Ok(Start::Held) => {
+                tracing::debug!("idempotency key held by another execution; deferring");
+                return (lease, release(HELD_RETRY, None), None);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the job (Redis unavailable or full?); deferring");
+                return (lease, release(REDIS_RETRY, None), None);
+            }
+        }
+        if take {
+            lease.lock = Some(key);
+            shared.with_held(qi, &lease, |h| h.lease.lock = lease.lock.clone());
+        }
+    }
+
+    // A free slot.
+    let permit = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return (lease, Op::Abandon, None),
+        _ = shutdown.cancelled() => return (lease, release(Duration::ZERO, None), None),
+        p = ahead.slot() => p,
+    };
+
+    // 4. The attempt is charged as its handler starts: the charge is sent
+    // now and not waited for (the outcome carries the attempt's number, so
+    // it is right whichever reaches Redis first). Should it find the lease
+    // gone, the attempt is stopped.
+    let charge = shared.starter.call(qi, check(None, false, true));
     let timeout = job.timeout_ms.map(Duration::from_millis).unwrap_or(cfg.job_timeout);
     let timeout = if timeout > cfg.max_job_timeout {
         tracing::warn!(timeout = %humantime::format_duration(timeout), max = %humantime::format_duration(cfg.max_job_timeout), "the job's timeout is over --max-job-timeout; clamped");
@@ -122,34 +189,7 @@ async fn run_stages(
     } else {
         timeout
     };
-    let markers: Vec<String> = job.markers(&lease.id).map(|m| slot.keys.idem(m)).collect();
-    let key = job.effective_key(&lease.id).map(|k| slot.keys.idem(k));
-    let check = StartCheck { id: lease.id.clone(), token: lease.token.clone(), key: key.clone() };
-    let attempt = match shared.starter.call(qi, check).await {
-        Ok(Start::Run(attempt)) => attempt,
-        Ok(Start::LeaseLost) => {
-            tracing::warn!("lease lost before the job started; not running it");
-            return (lease, Op::Abandon);
-        }
-        Ok(Start::Completed) => {
-            tracing::info!("duplicate: idempotency key already completed; acknowledging without running");
-            return (lease, Op::Ack(markers));
-        }
-        Ok(Start::Held) => {
-            tracing::debug!("idempotency key held by another execution; deferring");
-            return (lease, release(HELD_RETRY, false));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the job (Redis unavailable or full?); deferring");
-            return (lease, release(REDIS_RETRY, false));
-        }
-    };
-    if key.is_some() {
-        lease.lock = key;
-        shared.with_held(qi, &lease, |h| h.lease.lock = lease.lock.clone());
-    }
-
-    // 4. The handler, until it ends, its timeout passes, its lease may be
+    // 5. The handler, until it ends, its timeout passes, its lease may be
     // lost, or the hard stop; then it gets `grace` to return by itself.
     let grace = cfg.cancel_grace();
     let ctx = JobContext {
@@ -171,11 +211,26 @@ async fn run_stages(
     let (stopped, finished) = {
         let run = AssertUnwindSafe(shared.handler.handle(&ctx)).catch_unwind();
         tokio::pin!(run);
+        let charged = async {
+            match charge.await {
+                Ok(Start::LeaseLost) => {
+                    tracing::warn!("lease lost as the job started; stopping it");
+                    cancel.cancel(CancelReason::LeaseLost);
+                }
+                Ok(_) => std::future::pending().await,
+                // Not known to be charged: an outcome still records it.
+                Err(e) => {
+                    tracing::debug!(error = %e, "the attempt's charge was not confirmed");
+                    std::future::pending().await
+                }
+            }
+        };
         let stop = async {
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => cancel.cancel(CancelReason::Timeout),
                 _ = shared.hard_stop.cancelled() => cancel.cancel(CancelReason::Shutdown),
                 _ = cancel.cancelled() => {}
+                _ = charged => {}
             }
         };
         let finished = tokio::select! {
@@ -189,24 +244,25 @@ async fn run_stages(
     };
     slot.metrics.active.decrement(1.0);
     kind_metrics.duration.record(started.elapsed().as_secs_f64());
+    ahead.ran_for(started.elapsed());
 
-    // 5. Settlement.
+    // 6. Settlement.
     let error = match (stopped, finished) {
         (Some(CancelReason::LeaseLost), _) => {
-            tracing::warn!("attempt stopped: its lease could not be renewed in time; its result is discarded and the job runs again");
-            return (lease, Op::Abandon);
+            tracing::warn!("attempt stopped: its lease was lost or could not be renewed in time; its result is discarded and the job runs again");
+            return (lease, Op::Abandon, Some(permit));
         }
         (Some(CancelReason::Timeout), _) => {
             HandlerError::retry(format!("timed out after {}", humantime::format_duration(timeout)))
         }
         (Some(_), _) => {
             tracing::info!("shutdown grace over; handing the job back");
-            return (lease, release(Duration::ZERO, true));
+            return (lease, release(Duration::ZERO, Some(attempt)), Some(permit));
         }
         (None, Some(Ok(Ok(())))) => {
             shared.breakers.record(ticket, true);
             tracing::debug!(elapsed = ?started.elapsed(), "done");
-            return (lease, Op::Ack(markers));
+            return (lease, Op::Ack(markers), Some(permit));
         }
         (None, Some(Ok(Err(e)))) => e,
         (None, Some(Err(panic))) => HandlerError::retry(format!("handler panicked: {}", panic_message(&panic))),
@@ -215,7 +271,7 @@ async fn run_stages(
     if let HandlerError::Unavailable { message } = &error {
         tracing::error!(error = %message, pause = ?UNAVAILABLE_PAUSE, "the handler cannot run (the worker's fault, not the job's): handing the job back and taking no jobs for a while");
         shared.pause_taking(UNAVAILABLE_PAUSE);
-        return (lease, release(UNAVAILABLE_PAUSE, true));
+        return (lease, release(UNAVAILABLE_PAUSE, Some(attempt)), Some(permit));
     }
     // A permanent failure is the job's own fault (its handler answered and
     // rejected it): it says nothing against the kind's dependency.
@@ -232,7 +288,7 @@ async fn run_stages(
         FailTo::Dead => tracing::error!(error = error.message(), "failed; dead-lettering"),
         FailTo::RetryIn(ms) => tracing::warn!(error = error.message(), retry_in_ms = ms, "failed; will retry"),
     }
-    (lease, Op::Fail(to, error.message().to_string()))
+    (lease, Op::Fail(to, error.message().to_string(), attempt), Some(permit))
 }
 
 /// The message of a caught panic.

@@ -1,7 +1,7 @@
 //! The settlers: one task per queue coalesces the outcomes of executions
 //! into batched ack, fail and release script calls (one call per kind of
-//! outcome per flush; a flush takes whatever arrived while the previous one
-//! ran), retries them while Redis is away, and only then forgets the leases
+//! outcome per flush; a flush takes whatever arrived since the last one,
+//! with up to [`MAX_FLUSHES`] in flight), retries them while Redis is away, and only then forgets the leases
 //! and frees the executions' slots. Queues settle independently, so one
 //! stuck queue holds up no other; while a queue cannot write its outcomes
 //! the worker takes no new jobs (`Shared::stalled`) and `/ready` says so.
@@ -10,6 +10,7 @@ use super::Shared;
 use crate::broker::{BrokerError, FailTo, LeaseRef};
 use crate::metrics::KindMetrics;
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Most settlements flushed at once.
 const MAX_FLUSH: usize = 512;
+/// Most flushes of one queue in flight at once: a settlement waits for a
+/// free one, not for the previous flush to come back.
+const MAX_FLUSHES: usize = 4;
 /// Attempts at a call that failed for a reason retrying cannot fix (a
 /// script error) before its settlements are given up: their leases expire
 /// and the jobs run again.
@@ -30,11 +34,11 @@ const MAX_PERMANENT_TRIES: u32 = 3;
 pub enum Op {
     /// Completed; mark these idempotency keys completed.
     Ack(Vec<String>),
-    /// A failed attempt.
-    Fail(FailTo, String),
+    /// A failed attempt: where it goes, its error, its number.
+    Fail(FailTo, String, u32),
     /// Back without spending an attempt, visible after this many ms;
-    /// `refund` gives back the attempt charged at its start.
-    Release { delay_ms: u64, refund: bool },
+    /// `refund: Some(n)` gives back attempt n, whose handler started.
+    Release { delay_ms: u64, refund: Option<u32> },
     /// Nothing to write: the attempt was stopped because its lease may be
     /// gone, so whoever holds the job now settles it.
     Abandon,
@@ -80,12 +84,29 @@ impl Settler {
 }
 
 async fn run(shared: Arc<Shared>, qi: usize, mut rx: UnboundedReceiver<Settle>, abandon: CancellationToken) {
-    let mut batch = Vec::with_capacity(MAX_FLUSH);
-    while rx.recv_many(&mut batch, MAX_FLUSH).await > 0 {
-        let groups = crate::group::group_by(batch.iter().map(|s| (group_of(&s.op), s)));
-        join_all(groups.iter().map(|(g, items)| settle_group(&shared, qi, *g, items, &abandon))).await;
-        batch.clear();
+    let mut flushes = FuturesUnordered::new();
+    let mut open = true;
+    while open || !flushes.is_empty() {
+        tokio::select! {
+            batch = recv_batch(&mut rx), if open && flushes.len() < MAX_FLUSHES => match batch {
+                Some(batch) => flushes.push(flush(&shared, qi, batch, &abandon)),
+                None => open = false,
+            },
+            Some(()) = flushes.next(), if !flushes.is_empty() => {}
+        }
     }
+}
+
+/// Whatever has arrived (at least one settlement, at most [`MAX_FLUSH`]);
+/// `None` once every sender is gone and everything was received.
+async fn recv_batch(rx: &mut UnboundedReceiver<Settle>) -> Option<Vec<Settle>> {
+    let mut batch = Vec::new();
+    (rx.recv_many(&mut batch, MAX_FLUSH).await > 0).then_some(batch)
+}
+
+async fn flush(shared: &Shared, qi: usize, batch: Vec<Settle>, abandon: &CancellationToken) {
+    let groups = crate::group::group_by(batch.iter().map(|s| (group_of(&s.op), s)));
+    join_all(groups.iter().map(|(g, items)| settle_group(shared, qi, *g, items, abandon))).await;
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -135,17 +156,17 @@ async fn write(shared: &Shared, qi: usize, group: Group, items: &[&Settle]) -> R
             broker.ack(keys, &jobs, shared.cfg.idempotency_window).await
         }
         Group::Fail => {
-            let jobs: Vec<(&LeaseRef, FailTo, &str)> = items
+            let jobs: Vec<(&LeaseRef, FailTo, &str, u32)> = items
                 .iter()
                 .map(|s| match &s.op {
-                    Op::Fail(to, e) => (&s.lease, *to, e.as_str()),
+                    Op::Fail(to, e, attempt) => (&s.lease, *to, e.as_str(), *attempt),
                     _ => unreachable!("grouped by op"),
                 })
                 .collect();
             broker.fail(keys, &jobs).await
         }
         Group::Release => {
-            let jobs: Vec<(&LeaseRef, u64, bool)> = items
+            let jobs: Vec<(&LeaseRef, u64, Option<u32>)> = items
                 .iter()
                 .map(|s| match &s.op {
                     Op::Release { delay_ms, refund } => (&s.lease, *delay_ms, *refund),
@@ -207,7 +228,7 @@ async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle
         let Some(m) = &s.metrics else { continue };
         match &s.op {
             Op::Ack(_) => m.processed.increment(1),
-            Op::Fail(to, _) => {
+            Op::Fail(to, ..) => {
                 m.failed.increment(1);
                 match to {
                     FailTo::RetryIn(_) => m.retried.increment(1),
