@@ -10,15 +10,27 @@
 -- KEYS[7] errors     HASH
 --
 -- ARGV[1] job id
+-- ARGV[2] most pending entries looked at from each end of the list
 --
 -- Returns: 1 = cancelled, 2 = running (nothing changed), 3 = dead-lettered
--- (nothing changed), 0 = no such job. A pending job is found with LREM, which
--- is O(pending): an operator's command, never on the hot path.
+-- (nothing changed), 4 = pending but deeper in the list than looked
+-- (nothing changed), 0 = no such job. A pending job is searched from both
+-- ends, at most ARGV[2] entries each (LPOS ... MAXLEN, then an LREM that
+-- stops where it is): the call's cost is bounded whatever the queue holds.
 local id = ARGV[1]
+local reach = tonumber(ARGV[2])
 if redis.call('ZSCORE', KEYS[3], id) then return 2 end
 if redis.call('ZSCORE', KEYS[4], id) then return 3 end
 local removed = redis.call('ZREM', KEYS[2], id)
-if removed == 0 then removed = redis.call('LREM', KEYS[1], 1, id) end
+if removed == 0 then
+  if redis.call('LPOS', KEYS[1], id, 'MAXLEN', reach) then
+    removed = redis.call('LREM', KEYS[1], 1, id)
+  elseif redis.call('LPOS', KEYS[1], id, 'RANK', -1, 'MAXLEN', reach) then
+    removed = redis.call('LREM', KEYS[1], -1, id)
+  elseif redis.call('HEXISTS', KEYS[5], id) == 1 then
+    return 4
+  end
+end
 if removed == 0 then return 0 end
 redis.call('HDEL', KEYS[5], id)
 redis.call('HDEL', KEYS[6], id)

@@ -22,6 +22,8 @@
 -- ARGV[2] visibility timeout (ms)
 -- ARGV[3] lease token prefix; the i-th job (1-based) gets token prefix .. i
 -- ARGV[4] receipt ttl (ms)
+-- ARGV[5] most body bytes to return: jobs past it (never the first) go back
+--         to the head of the queue, in order
 --
 -- Due scheduled jobs (at most n) are promoted first, so a busy queue runs its
 -- retries on time without waiting for the reaper. Every write is one command
@@ -64,8 +66,23 @@ local ids = redis.call('RPOP', KEYS[1], n)
 if not ids then return {} end
 
 local deadline = now + tonumber(ARGV[2])
-local before = redis.call('HMGET', KEYS[4], unpack(ids))
 local bodies = redis.call('HMGET', KEYS[3], unpack(ids))
+local budget = tonumber(ARGV[5])
+local keep = #ids
+for i, body in ipairs(bodies) do
+  if body then budget = budget - #body end
+  if budget < 0 and i > 1 then
+    keep = i - 1
+    break
+  end
+end
+if keep < #ids then
+  local back = {}
+  for i = #ids, keep + 1, -1 do back[#back + 1] = ids[i] end
+  redis.call('RPUSH', KEYS[1], unpack(back))
+  for i = #ids, keep + 1, -1 do ids[i] = nil end
+end
+local before = redis.call('HMGET', KEYS[4], unpack(ids))
 local zargs, largs, out = {}, {}, {}
 for i, id in ipairs(ids) do
   zargs[2 * i - 1] = deadline

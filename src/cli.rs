@@ -175,8 +175,8 @@ pub struct WorkArgs {
     /// Reaper: longest sleep between cycles
     #[arg(long, default_value = "500ms", value_parser = config::positive_duration)]
     pub reap_interval: Duration,
-    /// Reaper: leader lock TTL
-    #[arg(long, default_value = "10s", value_parser = config::positive_duration)]
+    /// Reaper: leader lock TTL (at least 1s)
+    #[arg(long, default_value = "10s", value_parser = config::lock_ttl)]
     pub lock_ttl: Duration,
 }
 
@@ -185,8 +185,8 @@ pub struct ReapArgs {
     /// Longest sleep between cycles
     #[arg(long, default_value = "500ms", value_parser = config::positive_duration)]
     pub interval: Duration,
-    /// Leader lock TTL (renewed every third of it)
-    #[arg(long, default_value = "10s", value_parser = config::positive_duration)]
+    /// Leader lock TTL (renewed every third of it; at least 1s)
+    #[arg(long, default_value = "10s", value_parser = config::lock_ttl)]
     pub lock_ttl: Duration,
     /// Address of /health, /ready, /metrics ("off" disables)
     #[arg(long, default_value = "0.0.0.0:9091", value_parser = config::listen)]
@@ -225,41 +225,98 @@ pub enum InspectCommand {
 pub enum AdminCommand {
     /// Put dead jobs back in pending with a fresh retry budget
     Requeue {
+        /// The dead job to requeue, looked for in every queue (or in --queue)
         #[arg(long, required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
+        /// Every job that is dead when the command starts (jobs that die
+        /// again meanwhile are left alone), in --queue or in every queue
         #[arg(long)]
         all: bool,
-        #[arg(long, default_value = "default", value_parser = config::queue_name)]
-        queue: String,
+        /// Only this queue
+        #[arg(long, value_parser = config::queue_name)]
+        queue: Option<String>,
+        /// Say what would be requeued; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the outcome as one JSON object
+        #[arg(long)]
+        json: bool,
     },
-    /// Delete jobs of a queue
+    /// Delete the jobs of a queue in some states (never jobs in flight)
+    #[command(group(clap::ArgGroup::new("states").required(true).multiple(true).args(["dead", "pending", "scheduled", "all"])))]
     Purge {
         #[arg(long, value_parser = config::queue_name)]
         queue: String,
-        #[arg(long, required_unless_present_any = ["pending", "all"])]
+        /// Dead-lettered jobs
+        #[arg(long)]
         dead: bool,
+        /// Jobs waiting to run
         #[arg(long)]
         pending: bool,
-        /// pending, scheduled and dead (never jobs in flight)
+        /// Delayed jobs and jobs waiting for a retry
+        #[arg(long)]
+        scheduled: bool,
+        /// Pending, scheduled and dead
         #[arg(long)]
         all: bool,
+        /// Say how many would be deleted; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the outcome as one JSON object
+        #[arg(long)]
+        json: bool,
     },
-    /// Remove a job that has not started
+    /// Remove a job that has not started (pending or scheduled)
     Cancel {
+        /// The job, looked for in every queue (or in --queue)
         #[arg(long)]
         id: String,
+        /// Only this queue
         #[arg(long, value_parser = config::queue_name)]
         queue: Option<String>,
+        /// Print the outcome as one JSON object
+        #[arg(long)]
+        json: bool,
     },
-    /// Stop workers taking jobs from a queue
+    /// Stop workers taking jobs from a queue (jobs in flight finish)
     Pause {
-        #[arg(value_parser = config::queue_name)]
-        queue: String,
+        /// The queue (or --queue)
+        #[arg(value_parser = config::queue_name, required_unless_present = "queue", conflicts_with = "queue")]
+        name: Option<String>,
+        #[arg(long, value_parser = config::queue_name)]
+        queue: Option<String>,
+        /// Pause a queue that does not exist yet (to hold jobs produced later)
+        #[arg(long)]
+        create: bool,
+        /// Print the outcome as one JSON object
+        #[arg(long)]
+        json: bool,
     },
-    /// Undo pause
+    /// Let workers take jobs from a paused queue again
     Resume {
-        #[arg(value_parser = config::queue_name)]
+        /// The queue (or --queue)
+        #[arg(value_parser = config::queue_name, required_unless_present = "queue", conflicts_with = "queue")]
+        name: Option<String>,
+        #[arg(long, value_parser = config::queue_name)]
+        queue: Option<String>,
+        /// Print the outcome as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a queue: refused while it holds jobs, unless --force
+    DeleteQueue {
+        #[arg(long, value_parser = config::queue_name)]
         queue: String,
+        /// Delete it with every job it holds (jobs in flight included: their
+        /// workers' results are discarded)
+        #[arg(long)]
+        force: bool,
+        /// Say what would be deleted; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the outcome as one JSON object
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -18,6 +18,17 @@ pub fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A reaper lock TTL: at least 1s, or leadership would flap on any stall
+/// (the leader renews every third of it).
+pub fn lock_ttl(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_secs(1) => {
+            Err("must be at least 1s (the leader renews the lock every third of it)".to_string())
+        }
+        d => Ok(d),
+    }
+}
+
 /// A queue name flag.
 pub fn queue_name(s: &str) -> Result<String, String> {
     validate_queue_name(s).map(|_| s.to_string())

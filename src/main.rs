@@ -1,9 +1,10 @@
 //! The `dtq` binary: parses flags, sets up logging, runs the command and maps
-//! the outcome to an exit code (0 ok, 1 runtime failure, 2 bad usage/input).
+//! the outcome to an exit code (0 ok, 1 runtime failure, 2 bad usage/input,
+//! 3 nothing changed).
 
 use clap::Parser;
 use dtq::cli::Cli;
-use dtq::cmd::UsageError;
+use dtq::cmd::{Unchanged, UsageError};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
@@ -50,6 +51,8 @@ fn main() -> ExitCode {
             }
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
+            } else if e.downcast_ref::<Unchanged>().is_some() {
+                ExitCode::from(3)
             } else {
                 ExitCode::from(1)
             }

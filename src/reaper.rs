@@ -3,7 +3,9 @@
 //! `work`); a leader lock makes exactly one active.
 //!
 //! The lock is `SET NX PX` with a random token; the leader renews it (fenced
-//! by the token) every third of its TTL and deletes it on shutdown. A
+//! by the token) every third of its TTL, between queues within a cycle too
+//! (a pass over thousands of queues can outlast the TTL), stops the cycle
+//! at once if it lost the lock, and deletes it on shutdown. A
 //! follower tries to take it every tenth of the TTL: the lock expires at most
 //! one TTL after the leader's last renewal, so another takes over within
 //! about one TTL (at most a tenth more) of the leader dying. The leader also samples queue depths
@@ -39,30 +41,53 @@ impl Default for ReaperConfig {
     }
 }
 
+/// The leader lock as one reaper sees it.
+struct Lock<'a> {
+    broker: &'a Broker,
+    key: String,
+    token: String,
+    ttl: Duration,
+    last_renew: Instant,
+}
+
+impl Lock<'_> {
+    fn renew_every(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// Renews the lock if a third of its TTL has passed since the last
+    /// renewal; `false` once it is no longer ours.
+    async fn keep(&mut self) -> Result<bool, crate::broker::BrokerError> {
+        if self.last_renew.elapsed() < self.renew_every() {
+            return Ok(true);
+        }
+        self.last_renew = Instant::now();
+        self.broker.lock_renew(&self.key, &self.token, self.ttl).await
+    }
+
+    async fn take(&mut self) -> Result<bool, crate::broker::BrokerError> {
+        self.last_renew = Instant::now();
+        self.broker.lock_acquire(&self.key, &self.token, self.ttl).await
+    }
+}
+
 /// Runs until `shutdown`, then gives up the lock if held.
 pub async fn run(broker: Broker, cfg: ReaperConfig, status: Arc<Status>, shutdown: CancellationToken) {
-    let lock = keys::reaper_lock(broker.namespace());
-    let token = crate::job::new_id();
-    let renew_every = cfg.lock_ttl / 3;
+    let mut lock = Lock {
+        broker: &broker,
+        key: keys::reaper_lock(broker.namespace()),
+        token: crate::job::new_id(),
+        ttl: cfg.lock_ttl,
+        last_renew: Instant::now(),
+    };
+    let renew_every = lock.renew_every();
     let try_every = (cfg.lock_ttl / 10).max(Duration::from_millis(20));
     let mut leader = false;
-    let mut last_renew = Instant::now();
     let mut last_depth: Option<Instant> = None;
     let mut recovered: HashMap<String, ::metrics::Counter> = HashMap::new();
     loop {
         let mut sleep = if leader { renew_every } else { try_every };
-        let now = Instant::now();
-        let step = if leader {
-            if now.duration_since(last_renew) >= renew_every {
-                last_renew = now;
-                broker.lock_renew(&lock, &token, cfg.lock_ttl).await
-            } else {
-                Ok(true)
-            }
-        } else {
-            last_renew = now;
-            broker.lock_acquire(&lock, &token, cfg.lock_ttl).await
-        };
+        let step = if leader { lock.keep().await } else { lock.take().await };
         match step {
             Ok(holds) => {
                 status.set_redis_ok(true);
@@ -76,13 +101,15 @@ pub async fn run(broker: Broker, cfg: ReaperConfig, status: Arc<Status>, shutdow
                     }
                 }
                 if leader {
-                    match cycle(&broker, &mut recovered, &mut last_depth).await {
-                        Ok(next_due) => {
+                    match cycle(&mut lock, &mut recovered, &mut last_depth).await {
+                        Ok(Some(next_due)) => {
                             sleep = cfg.interval.min(renew_every);
                             if let Some(due) = next_due {
                                 sleep = sleep.min(due.max(Duration::from_millis(5)));
                             }
                         }
+                        // Lost the lock part way: the next turn says so.
+                        Ok(None) => sleep = Duration::ZERO,
                         Err(e) => {
                             status.set_redis_ok(false);
                             tracing::warn!(error = %e, "reaper cycle failed");
@@ -101,7 +128,7 @@ pub async fn run(broker: Broker, cfg: ReaperConfig, status: Arc<Status>, shutdow
         }
     }
     if leader {
-        if let Err(e) = broker.lock_release(&lock, &token).await {
+        if let Err(e) = broker.lock_release(&lock.key, &lock.token).await {
             tracing::warn!(error = %e, "could not release the reaper lock; it expires by itself");
         }
         ::metrics::gauge!(metrics::REAPER_LEADER).set(0.0);
@@ -109,16 +136,21 @@ pub async fn run(broker: Broker, cfg: ReaperConfig, status: Arc<Status>, shutdow
     }
 }
 
-/// One pass over every queue; returns how long until the next scheduled job
-/// is due, if any is.
+/// One pass over every queue, keeping the lock renewed; returns how long
+/// until the next scheduled job is due, if any is, or `None` if the lock
+/// was lost on the way (the pass stops there).
 async fn cycle(
-    broker: &Broker,
+    lock: &mut Lock<'_>,
     recovered_metric: &mut HashMap<String, ::metrics::Counter>,
     last_depth: &mut Option<Instant>,
-) -> Result<Option<Duration>, crate::broker::BrokerError> {
+) -> Result<Option<Option<Duration>>, crate::broker::BrokerError> {
+    let broker = lock.broker;
     let queues = broker.queues().await?;
     let mut next_due: Option<Duration> = None;
     for q in &queues {
+        if !lock.keep().await? {
+            return Ok(None);
+        }
         let k = broker.keys(q);
         for _ in 0..MAX_CALLS {
             let (recovered, dead, more) = broker.recover(&k, BATCH).await?;
@@ -147,9 +179,12 @@ async fn cycle(
     if last_depth.is_none_or(|t| t.elapsed() >= DEPTH_EVERY) {
         *last_depth = Some(Instant::now());
         for q in &queues {
+            if !lock.keep().await? {
+                return Ok(None);
+            }
             let stats = broker.queue_stats(q).await?;
             metrics::set_queue_depth(q, &stats);
         }
     }
-    Ok(next_due)
+    Ok(Some(next_due))
 }

@@ -145,7 +145,7 @@ fn admin_pause_resume_cancel_and_purge() {
     assert!(d.ok(&["admin", "cancel", "--id", "x2"]).contains("cancelled job x2"));
     assert_eq!(d.stat("default", "scheduled"), 0);
     let o = d.run(&["admin", "cancel", "--id", "x2"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "a job that is gone is not found: {}", stderr(&o));
     let job: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "job", "x1", "--json"])).unwrap();
     assert_eq!(job["state"], "pending");
     assert_eq!(job["kind"], "noop");
@@ -218,4 +218,103 @@ fn connect_timeout_holds_against_a_server_that_accepts_but_never_answers() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(started.elapsed() < Duration::from_millis(2500), "took {:?}", started.elapsed());
     // (No CLIENT UNPAUSE: it would wait out the pause too; the server is killed on drop.)
+}
+
+#[test]
+fn admin_commands_find_jobs_in_every_queue_refuse_ambiguity_and_exit_3_when_nothing_changed() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "admin-rules");
+    let f = ndjson(&[
+        r#"{"kind":"noop","id":"same","queue":"a","delay":"1h"}"#.into(),
+        r#"{"kind":"noop","id":"same","queue":"b","delay":"1h"}"#.into(),
+        r#"{"kind":"nosuch","id":"doomed","queue":"other"}"#.into(),
+    ]);
+    d.ok(&["produce", "--file", f.path().to_str().unwrap()]);
+    // One id in two queues: refused, naming both; --queue narrows.
+    for args in [vec!["admin", "cancel", "--id", "same"], vec!["inspect", "job", "same"]] {
+        let o = d.run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains("several queues: a (scheduled), b (scheduled)"), "{}", stderr(&o));
+    }
+    assert_eq!(d.stat("a", "scheduled") + d.stat("b", "scheduled"), 2, "nothing changed");
+    let o = d.ok(&["admin", "cancel", "--id", "same", "--queue", "a", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!((v["outcome"].as_str(), v["queue"].as_str()), (Some("cancelled"), Some("a")));
+    // A dead job in a queue other than "default" is found without --queue.
+    let _w = d.worker(&["--queues", "other"]);
+    wait_until(Duration::from_secs(10), || d.stat("other", "dead") == 1);
+    let o = d.run(&["admin", "cancel", "--id", "doomed", "--json"]);
+    assert_eq!(o.status.code(), Some(3), "found but nothing changed");
+    assert!(stderr(&o).contains("dead-lettered; nothing changed"), "{}", stderr(&o));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()["outcome"], "dead");
+    let o = d.run(&["admin", "requeue", "--id", "same"]);
+    assert_eq!(o.status.code(), Some(3), "a scheduled job is not requeued: {}", stderr(&o));
+    assert!(stderr(&o).contains("job same in queue b is scheduled, not dead-lettered"), "{}", stderr(&o));
+    assert!(d.ok(&["admin", "requeue", "--id", "doomed"]).contains("requeued job doomed in queue other"));
+    let o = d.run(&["admin", "requeue", "--id", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not found in any queue"), "{}", stderr(&o));
+    // Pausing: an unknown queue is an error unless --create; twice says so.
+    let o = d.run(&["admin", "pause", "nosuch"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no queue named \"nosuch\""), "{}", stderr(&o));
+    assert!(!d.ok(&["inspect", "stats", "--json"]).contains("nosuch"), "an error creates nothing");
+    assert!(d.ok(&["admin", "pause", "--queue", "nosuch", "--create"]).contains("paused queue nosuch"));
+    assert!(d.ok(&["admin", "pause", "nosuch"]).contains("queue nosuch was already paused"));
+    assert!(d.ok(&["admin", "resume", "nosuch"]).contains("resumed queue nosuch"));
+    assert!(d.ok(&["admin", "resume", "nosuch"]).contains("was not paused"));
+    // Purge: the selector's message lists every choice; --dry-run changes nothing.
+    let o = d.run(&["admin", "purge", "--queue", "b"]);
+    assert_eq!(o.status.code(), Some(2));
+    for flag in ["--dead", "--pending", "--scheduled", "--all"] {
+        assert!(stderr(&o).contains(flag), "{flag}: {}", stderr(&o));
+    }
+    assert!(d.ok(&["admin", "purge", "--queue", "b", "--scheduled", "--dry-run"]).contains("would purge 1 scheduled"));
+    assert_eq!(d.stat("b", "scheduled"), 1);
+    // delete-queue: refused while the queue holds jobs, unless --force.
+    let o = d.run(&["admin", "delete-queue", "--queue", "b"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("holds 1 job(s) (0 pending, 0 in flight, 1 scheduled, 0 dead)"), "{}", stderr(&o));
+    assert_eq!(d.stat("b", "scheduled"), 1, "nothing deleted");
+    assert!(d.ok(&["admin", "purge", "--queue", "b", "--scheduled"]).contains("purged 1 scheduled"));
+    assert!(d.ok(&["admin", "delete-queue", "--queue", "b"]).contains("deleted queue b and its 0 job(s)"));
+    let f = ndjson(&[r#"{"kind":"noop","queue":"c"}"#.into()]);
+    d.ok(&["produce", "--file", f.path().to_str().unwrap()]);
+    assert!(d.ok(&["admin", "delete-queue", "--queue", "c", "--force"]).contains("deleted queue c and its 1 job(s)"));
+    let stats = d.ok(&["inspect", "stats", "--json"]);
+    assert!(!stats.contains("\"b\"") && !stats.contains("\"c\""), "{stats}");
+    assert!(keys_of(&redis, &d.ns).iter().all(|k| !k.contains("{c}")), "every key of c is gone");
+}
+
+#[test]
+fn requeue_all_ends_while_its_jobs_keep_dying() {
+    // A worker runs: each requeued job dies again at once. Looping until a
+    // round finds nothing never ended; requeue --all moves what was dead
+    // when it started, once.
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "requeue-bound");
+    d.ok(&["produce", "--kind", "nosuch", "--count", "3000", "--queue", "loop"]);
+    let _w = d.worker(&["--queues", "loop", "--concurrency", "64"]);
+    wait_until(Duration::from_secs(20), || d.stat("loop", "dead") == 3000);
+    let started = std::time::Instant::now();
+    let o = d.ok(&["admin", "requeue", "--all", "--queue", "loop"]);
+    assert!(o.contains("requeued 3000 job(s) in queue loop"), "{o}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn cancel_looks_at_a_bounded_part_of_a_long_queue() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "cancel-bound");
+    let lines: Vec<String> = (0..25_000).map(|i| format!(r#"{{"kind":"noop","id":"j{i}"}}"#)).collect();
+    let f = ndjson(&lines);
+    d.ok(&["produce", "--file", f.path().to_str().unwrap()]);
+    // The oldest and the newest are found; one in the middle is refused
+    // with the reason, not looked for through the whole list.
+    assert!(d.ok(&["admin", "cancel", "--id", "j0"]).contains("cancelled job j0"));
+    assert!(d.ok(&["admin", "cancel", "--id", "j24999"]).contains("cancelled job j24999"));
+    let o = d.run(&["admin", "cancel", "--id", "j12500"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("beyond the 10000 oldest and newest"), "{}", stderr(&o));
+    assert_eq!(d.stat("default", "pending"), 24_998);
 }

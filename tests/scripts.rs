@@ -151,6 +151,30 @@ async fn a_replayed_dequeue_returns_the_same_batch_and_orphans_nothing() {
 }
 
 #[tokio::test]
+async fn a_dequeue_returns_at_most_its_byte_budget_and_puts_the_rest_back_in_order() {
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-bytes")).await;
+    let k = b.keys("q");
+    let big = |id: &str| NewJob { body: format!(r#"{{"k":"noop","p":"{}","r":1,"e":0}}"#, "x".repeat(1 << 20)), ..job(id) };
+    let jobs: Vec<NewJob> = (0..10).map(|i| big(&format!("a{i}"))).collect();
+    b.enqueue(&k, &jobs).await.unwrap();
+    let vt = Duration::from_secs(30);
+    let ids = |v: Vec<dtq::broker::Leased>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    // 4 MiB a call: three bodies of just over 1 MiB fit, the fourth does not.
+    assert_eq!(dtq::broker::MAX_DEQUEUE_BYTES, 4 << 20);
+    assert_eq!(ids(b.dequeue(&k, 10, vt, "w1:", &[]).await.unwrap()), ["a0", "a1", "a2"]);
+    assert_eq!(ids(b.dequeue(&k, 10, vt, "w2:", &[]).await.unwrap()), ["a3", "a4", "a5"]);
+    assert_eq!(redis.int(&["ZCARD", &k.inflight]), 6);
+    assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["a9", "a8", "a7", "a6"]);
+    // One body over the whole budget still comes, alone.
+    let huge = NewJob { body: format!(r#"{{"k":"noop","p":"{}","r":1,"e":0}}"#, "x".repeat(5 << 20)), ..job("h") };
+    let k2 = b.keys("q2");
+    b.enqueue(&k2, &[huge, job("small")]).await.unwrap();
+    assert_eq!(ids(b.dequeue(&k2, 10, vt, "w3:", &[]).await.unwrap()), ["h"]);
+    assert_eq!(ids(b.dequeue(&k2, 10, vt, "w4:", &[]).await.unwrap()), ["small"]);
+}
+
+#[tokio::test]
 async fn start_charges_the_attempt_and_guards_keys_in_order() {
     let redis = Redis::shared();
     let b = broker(&redis, &unique("t-start")).await;

@@ -178,6 +178,34 @@ fn two_reapers_one_leads_and_the_other_takes_over_when_it_dies() {
 }
 
 #[test]
+fn a_reaper_keeps_its_lock_through_a_pass_longer_than_the_lock_ttl() {
+    // 10,000 known queues: one pass (recover, promote, depth samples) takes
+    // longer than the 1 s lock. Renewing only between passes let the lock
+    // expire mid-pass and the second reaper lead beside the first.
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "reaper-long-pass");
+    let set = format!("{}:queues", d.ns);
+    for chunk in (0..10_000).collect::<Vec<_>>().chunks(1000) {
+        let names: Vec<String> = chunk.iter().map(|i| format!("q{i}")).collect();
+        let mut args = vec!["SADD", set.as_str()];
+        args.extend(names.iter().map(String::as_str));
+        redis.cli(&args);
+    }
+    let lock = format!("{}:reaper:lock", d.ns);
+    let a = d.spawn(&["reap", "--lock-ttl", "1s", "--listen", "off"]);
+    a.wait_log("became the reaper leader", Duration::from_secs(5));
+    let holder = redis.cli(&["GET", &lock]);
+    let b = d.spawn(&["reap", "--lock-ttl", "1s", "--listen", "off"]);
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(7) {
+        assert_eq!(redis.cli(&["GET", &lock]), holder, "the lock changed hands after {:?}", t0.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!b.log_text().contains("became the reaper leader"), "two leaders");
+    assert!(!a.log_text().contains("lost the reaper lock"), "{}", a.log_text());
+}
+
+#[test]
 fn weighted_queues_share_jobs_by_weight_while_all_have_work() {
     let redis = Redis::shared();
     let d = Dtq::new(&redis, "weights");

@@ -116,18 +116,18 @@ impl Broker {
         Ok(out)
     }
 
-    /// Looks a job up in `queue`, or in every known queue.
-    pub async fn job(&self, id: &str, queue: Option<&str>) -> Result<Option<JobInfo>, BrokerError> {
+    /// Looks a job up in `queue`, or in every known queue: one entry per
+    /// queue that holds a job of that id (ids are unique per queue only).
+    pub async fn find_job(&self, id: &str, queue: Option<&str>) -> Result<Vec<JobInfo>, BrokerError> {
         let queues = match queue {
             Some(q) => vec![q.to_string()],
             None => self.queues().await?,
         };
+        let mut found = Vec::new();
         for q in queues {
-            if let Some(info) = self.job_in(id, &q).await? {
-                return Ok(Some(info));
-            }
+            found.extend(self.job_in(id, &q).await?);
         }
-        Ok(None)
+        Ok(found)
     }
 
     async fn job_in(&self, id: &str, queue: &str) -> Result<Option<JobInfo>, BrokerError> {

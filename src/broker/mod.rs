@@ -110,8 +110,18 @@ pub enum Cancel {
     Cancelled,
     Running,
     Dead,
+    /// Pending, but farther than [`CANCEL_REACH`] from either end of the
+    /// list: nothing changed.
+    TooDeep,
     NotFound,
 }
+
+/// Most body bytes one dequeue returns (always at least one job; a body is
+/// a job spec of at most [`crate::job::MAX_SPEC_BYTES`] from `produce`).
+pub const MAX_DEQUEUE_BYTES: usize = 4 << 20;
+
+/// Pending entries `cancel` looks at from each end of a queue's list.
+pub const CANCEL_REACH: usize = 10_000;
 
 /// The connection to Redis and the scripts; cheap to clone.
 #[derive(Clone)]
@@ -305,6 +315,7 @@ impl Broker {
             Value::Integer(visibility.as_millis() as i64),
             token_prefix.into(),
             Value::Integer(visibility.as_millis() as i64),
+            Value::Integer(MAX_DEQUEUE_BYTES as i64),
         ];
         let v = eval(&self.client, &self.scripts.dequeue, "dequeue", &keys, args).await?;
         let Value::Array(items) = v else {
@@ -462,21 +473,26 @@ impl Broker {
         v.as_u64().ok_or_else(|| BrokerError::reply("purge", &v))
     }
 
-    /// Cancels a job that has not started.
+    /// Cancels a job that has not started. A pending job is looked for
+    /// among the [`CANCEL_REACH`] oldest and newest of its queue.
     pub async fn cancel(&self, k: &QueueKeys, id: &str) -> Result<Cancel, BrokerError> {
         let keys = [&*k.pending, &k.scheduled, &k.inflight, &k.dead, &k.jobs, &k.attempts, &k.errors];
-        let v = eval(&self.client, &self.scripts.cancel, "cancel", &keys, vec![id.into()]).await?;
+        let args = vec![id.into(), Value::Integer(CANCEL_REACH as i64)];
+        let v = eval(&self.client, &self.scripts.cancel, "cancel", &keys, args).await?;
         Ok(match v.as_i64() {
             Some(1) => Cancel::Cancelled,
             Some(2) => Cancel::Running,
             Some(3) => Cancel::Dead,
+            Some(4) => Cancel::TooDeep,
             Some(0) => Cancel::NotFound,
             _ => return Err(BrokerError::reply("cancel", &v)),
         })
     }
 
     /// Deletes a whole queue: every job in every state, its counters, and its
-    /// entry in the set of queues (for `bench`, which cleans up after itself).
+    /// entry in the set of queues (`admin delete-queue`, and `bench`, which
+    /// cleans up after itself). Idempotency and receipt keys expire by
+    /// themselves.
     pub async fn delete_queue(&self, queue: &str) -> Result<(), BrokerError> {
         let k = self.keys(queue);
         let keys = vec![
@@ -492,12 +508,18 @@ impl Broker {
             k.paused,
             k.signal,
         ];
-        self.client.del::<i64, _>(keys).await.map_err(|e| BrokerError::redis("delete queue", e))?;
+        // UNLINK: a big hash is freed off Redis's main thread.
+        self.client.unlink::<i64, _>(keys).await.map_err(|e| BrokerError::redis("delete queue", e))?;
         self.client
             .srem::<i64, _, _>(keys::queues(&self.namespace), queue)
             .await
             .map(|_| ())
             .map_err(|e| BrokerError::redis("delete queue", e))
+    }
+
+    /// True while `k`'s queue is paused.
+    pub async fn is_paused(&self, k: &QueueKeys) -> Result<bool, BrokerError> {
+        self.client.exists::<u64, _>(&k.paused).await.map(|n| n > 0).map_err(|e| BrokerError::redis("pause", e))
     }
 
     /// Pauses (`true`) or resumes a queue: workers stop taking its jobs.

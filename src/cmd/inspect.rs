@@ -78,9 +78,7 @@ pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
             Ok(())
         }
         InspectCommand::Job { id, queue, json } => {
-            let Some(info) = broker.job(&id, queue.as_deref()).await? else {
-                anyhow::bail!("job {id:?} not found{}", queue.map(|q| format!(" in queue {q}")).unwrap_or_default());
-            };
+            let info = super::admin::the_job(&broker, &id, queue.as_deref()).await?;
             if json {
                 return out(serde_json::to_string(&info)?);
             }

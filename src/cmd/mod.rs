@@ -1,5 +1,6 @@
 //! One module per subcommand; [`run`] dispatches. Shared here: connecting
-//! with the global flags, the usage-error type (exit 2) and stdout writing.
+//! with the global flags, the error types of exit codes 2 and 3, and stdout
+//! writing.
 
 mod admin;
 mod bench;
@@ -17,6 +18,13 @@ use std::io::Write;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The command found what it was pointed at but changed nothing (a job in
+/// flight for `cancel`, a queue holding jobs for `delete-queue`, ...): the
+/// binary exits 3 and says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unchanged(pub String);
 
 /// Shorthand for an exit-2 error.
 pub fn usage<T>(msg: impl Into<String>) -> Result<T> {

@@ -137,6 +137,10 @@ impl Drop for Ahead {
     }
 }
 
+/// Body bytes of the jobs leased but waiting for a slot, at most (past it
+/// the worker asks for no more, whatever the prefetch says).
+const MAX_WAITING_BYTES: usize = 32 << 20;
+
 /// Receipts of answered dequeues deleted by one dequeue call, at most.
 const MAX_RECEIPTS: usize = 8;
 
@@ -171,6 +175,7 @@ pub(super) async fn run(
     let mut waiter = super::heartbeat::Waiter::new(shared.clone());
     let mut backoff = Duration::from_millis(100);
     let mut local: VecDeque<Waiting> = VecDeque::new();
+    let mut waiting_bytes = 0usize;
     let mut requests: FuturesUnordered<Request> = FuturesUnordered::new();
     let mut requested = 0usize;
     // Per queue: receipts of dequeues whose replies arrived, deleted by the
@@ -199,6 +204,7 @@ pub(super) async fn run(
             && slots.ahead.load(Ordering::Relaxed) < sem.available_permits().max(lookahead)
         {
             let (qi, job, cancel) = local.pop_front().expect("checked non-empty");
+            waiting_bytes -= body_len(&job);
             let (shared, tx, ahead, stop) = (shared.clone(), settle_tx.clone(), Ahead::new(&slots), shutdown.clone());
             tracker.spawn(async move {
                 let (id, token) = (job.id.clone(), job.token.clone());
@@ -218,6 +224,9 @@ pub(super) async fn run(
         // worker would otherwise run dry.
         let running = cfg.concurrency - sem.available_permits() + slots.ahead.load(Ordering::Relaxed);
         let mut room = capacity.saturating_sub(running + local.len() + requested);
+        if waiting_bytes >= MAX_WAITING_BYTES {
+            room = 0;
+        }
         let min_batch = (capacity / 2).clamp(1, cfg.max_batch);
         while !paused
             && requests.len() < MAX_REQUESTS
@@ -251,11 +260,19 @@ pub(super) async fn run(
                         backoff = Duration::from_millis(100);
                         if jobs.len() < n {
                             picker.charge(qi, jobs.len() as i64 - n as i64);
+                        }
+                        // Empty answers in a row back off further; a short
+                        // batch (the queue just ran dry) starts over.
+                        if !jobs.is_empty() {
+                            picker.mark_busy(qi);
+                        }
+                        if jobs.len() < n {
                             picker.mark_empty(qi);
                         }
                         if !jobs.is_empty() && receipts[qi].len() < MAX_RECEIPTS {
                             receipts[qi].push(shared.queues[qi].keys.receipt(&prefix));
                         }
+                        waiting_bytes += jobs.iter().map(body_len).sum::<usize>();
                         keep(shared, &mut local, qi, sent, jobs);
                     }
                     Err(e) => {
@@ -300,6 +317,10 @@ pub(super) async fn run(
         let op = Op::Release { delay_ms: 0, refund: None };
         settle_tx.send(Settle { queue: qi, lease, op, metrics: None, permit: None });
     }
+}
+
+fn body_len(job: &Leased) -> usize {
+    job.body.as_ref().map_or(0, |b| b.len())
 }
 
 /// Takes leased jobs in: held from now on (the heartbeat extends their

@@ -4,15 +4,21 @@
 
 use std::time::{Duration, Instant};
 
-/// How long a queue found empty is skipped before it is asked again (an idle
-/// worker is woken by the queue's signal sooner than this).
+/// How long a queue found empty is skipped before it is asked again: this
+/// after the first empty answer, doubling with each further one up to
+/// [`MAX_EMPTY_BACKOFF`] (the idle wait), each ±50 % jittered so workers do
+/// not poll in step. A queue that returns jobs, or a wake-up signal, starts
+/// it over; an idle worker is woken by the queue's signal at once anyway.
 const EMPTY_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_EMPTY_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Weighted {
     weights: Vec<i64>,
     credit: Vec<i64>,
     empty_until: Vec<Option<Instant>>,
+    /// Empty answers in a row, per queue.
+    empty_runs: Vec<u32>,
 }
 
 impl Weighted {
@@ -21,6 +27,7 @@ impl Weighted {
             weights: weights.iter().map(|&w| w as i64).collect(),
             credit: vec![0; weights.len()],
             empty_until: vec![None; weights.len()],
+            empty_runs: vec![0; weights.len()],
         }
     }
 
@@ -51,14 +58,27 @@ impl Weighted {
         }
     }
 
-    /// Marks queue `i` as empty for a short while.
+    /// Marks queue `i` as empty for a while (see [`EMPTY_BACKOFF`]).
     pub fn mark_empty(&mut self, i: usize) {
-        self.empty_until[i] = Some(Instant::now() + EMPTY_BACKOFF);
+        self.empty_until[i] = Some(Instant::now() + self.empty_backoff(i));
+        self.empty_runs[i] = self.empty_runs[i].saturating_add(1);
+    }
+
+    /// The skip after the next empty answer of queue `i`.
+    fn empty_backoff(&self, i: usize) -> Duration {
+        let base = EMPTY_BACKOFF.saturating_mul(1 << self.empty_runs[i].min(10)).min(MAX_EMPTY_BACKOFF);
+        base.mul_f64(0.5 + fastrand::f64())
+    }
+
+    /// Queue `i` returned jobs: its next empty answer backs off from the start.
+    pub fn mark_busy(&mut self, i: usize) {
+        self.empty_runs[i] = 0;
     }
 
     /// Forgets every empty mark (after a wake-up signal).
     pub fn reset_empty(&mut self) {
         self.empty_until.iter_mut().for_each(|e| *e = None);
+        self.empty_runs.iter_mut().for_each(|r| *r = 0);
     }
 }
 
@@ -101,5 +121,21 @@ mod tests {
         assert_eq!(w.pick(), None);
         w.reset_empty();
         assert!(w.pick().is_some());
+    }
+
+    #[test]
+    fn an_empty_queue_is_asked_less_and_less_often_then_at_once_when_busy_again() {
+        let mut w = Weighted::new(&[1, 1]);
+        let mut last = Duration::ZERO;
+        for run in 0..12 {
+            let d = w.empty_backoff(0);
+            let cap = EMPTY_BACKOFF.saturating_mul(1 << run.min(10)).min(MAX_EMPTY_BACKOFF);
+            assert!(d >= cap / 2 && d <= cap.mul_f64(1.5), "run {run}: {d:?} vs {cap:?}");
+            w.mark_empty(0);
+            last = d;
+        }
+        assert!(last >= MAX_EMPTY_BACKOFF / 2, "grows to the idle wait: {last:?}");
+        w.mark_busy(0);
+        assert!(w.empty_backoff(0) <= EMPTY_BACKOFF.mul_f64(1.5));
     }
 }
