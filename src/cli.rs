@@ -123,6 +123,10 @@ pub struct WorkArgs {
     /// POST each job's payload to this URL
     #[arg(long)]
     pub http: Option<String>,
+    /// Header added to every --http request: NAME=VALUE, NAME=@env:VAR or
+    /// NAME=@file:PATH (keeps a token off the command line; never logged)
+    #[arg(long, requires = "http", value_name = "NAME=VALUE")]
+    pub http_header: Vec<String>,
     /// Lease length; a dead worker's jobs come back after it
     #[arg(long, default_value = "30s", value_parser = config::positive_duration)]
     pub visibility_timeout: Duration,

@@ -131,13 +131,24 @@ impl QueueMetrics {
         }
     }
 
-    /// The handles of `kind` in this queue.
+    /// The handles of `kind` in this queue. Past [`MAX_KINDS`] kinds, new
+    /// ones share the series of kind [`OTHER_KIND`]: every series lives as
+    /// long as the process, so their number is bounded.
     pub fn kind(&self, kind: &str) -> Arc<KindMetrics> {
         // A std mutex: held for a map lookup only, never across an await.
         let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = kinds.get(kind) {
             return m.clone();
         }
+        let kind = if kinds.len() >= MAX_KINDS {
+            if let Some(m) = kinds.get(OTHER_KIND) {
+                return m.clone();
+            }
+            tracing::warn!(queue = %self.queue, max = MAX_KINDS, "more kinds than metrics track; the rest are counted as kind {OTHER_KIND:?}");
+            OTHER_KIND
+        } else {
+            kind
+        };
         let labels = [("queue", self.queue.clone()), ("kind", kind.to_string())];
         let m = Arc::new(KindMetrics {
             processed: counter!(PROCESSED, &labels),
@@ -152,11 +163,34 @@ impl QueueMetrics {
     }
 }
 
+/// Most kinds per queue with series of their own (see [`QueueMetrics::kind`]).
+pub const MAX_KINDS: usize = 1000;
+/// The kind label shared by kinds past [`MAX_KINDS`].
+pub const OTHER_KIND: &str = "_other";
+
 /// Sets the queue-depth gauges of one queue.
 pub fn set_queue_depth(queue: &str, stats: &crate::broker::QueueStats) {
     for (state, n) in
         [("pending", stats.pending), ("inflight", stats.inflight), ("scheduled", stats.scheduled), ("dead", stats.dead)]
     {
         gauge!(QUEUE_DEPTH, "queue" => queue.to_string(), "state" => state).set(n as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_past_the_cap_share_one_series() {
+        let m = QueueMetrics::new("q");
+        let first = m.kind("k0");
+        for i in 1..MAX_KINDS {
+            m.kind(&format!("k{i}"));
+        }
+        let over = m.kind("one-too-many");
+        assert!(Arc::ptr_eq(&over, &m.kind("another")), "past the cap, kinds share the _other series");
+        assert!(Arc::ptr_eq(&first, &m.kind("k0")), "known kinds keep theirs");
+        assert_eq!(m.kinds.lock().unwrap().len(), MAX_KINDS + 1);
     }
 }

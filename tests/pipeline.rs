@@ -119,6 +119,54 @@ struct TestServer {
     seen: Arc<Mutex<Vec<HashMap<String, String>>>>,
 }
 
+#[test]
+fn http_headers_come_from_flags_the_environment_or_a_file_and_are_never_logged() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "http-headers");
+    let server = http_server();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "file-secret-456\n").unwrap();
+    let from_file = format!("X-From-File=@file:{}", file.path().display());
+    d.ok(&["produce", "--kind", "ok", "--count", "2"]);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut w = Proc {
+        child: Some(
+            d.cmd()
+                .env("API_TOKEN", "Bearer env-secret-123")
+                .args(["work", "--listen", "off", "--http", &server.url])
+                .args(["--http-header", "Authorization=@env:API_TOKEN", "--http-header", &from_file])
+                .args(["--http-header", "X-Plain=plain-value"])
+                .stdout(std::process::Stdio::null())
+                .stderr(log.reopen().unwrap())
+                .spawn()
+                .unwrap(),
+        ),
+        log,
+    };
+    wait_until(Duration::from_secs(10), || d.stat("default", "processed") == 2);
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    for h in &seen {
+        assert_eq!(h["authorization"], "Bearer env-secret-123");
+        assert_eq!(h["x-from-file"], "file-secret-456");
+        assert_eq!(h["x-plain"], "plain-value");
+    }
+    w.terminate(Duration::from_secs(5));
+    let text = w.log_text();
+    assert!(!text.contains("env-secret-123") && !text.contains("file-secret-456"), "{text}");
+    // Bad specs are refused at start, exit 2, naming the problem.
+    for (spec, says) in [
+        ("no-equals-sign", "expected NAME=VALUE"),
+        ("Authorization=@env:DTQ_TEST_UNSET_VAR", "DTQ_TEST_UNSET_VAR is not set"),
+        ("Bad Name=x", "not a valid header name"),
+        ("X=@file:/nonexistent/token", "reading /nonexistent/token"),
+    ] {
+        let o = d.run(&["work", "--listen", "off", "--http", &server.url, "--http-header", spec]);
+        assert_eq!(o.status.code(), Some(2), "{spec}");
+        assert!(stderr(&o).contains(says), "{spec}: {}", stderr(&o));
+    }
+}
+
 fn http_server() -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/jobs", listener.local_addr().unwrap());

@@ -36,7 +36,10 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     cfg.validate().map_err(super::UsageError)?;
     let handler: Arc<dyn Handler> = match (&a.exec, &a.http) {
         (Some(cmd), _) => Arc::new(ExecHandler::new(cmd, &a.exec_env).map_err(super::UsageError)?),
-        (None, Some(url)) => Arc::new(crate::worker::http::HttpHandler::new(url).map_err(super::UsageError)?),
+        (None, Some(url)) => {
+            let headers = crate::worker::http::parse_headers(&a.http_header).map_err(super::UsageError)?;
+            Arc::new(crate::worker::http::HttpHandler::with_headers(url, headers).map_err(super::UsageError)?)
+        }
         (None, None) => Arc::new(Builtin),
     };
     let target = super::target(g)?;

@@ -98,7 +98,10 @@ impl Drop for Ticket {
     }
 }
 
-/// The breakers of every kind this worker has seen.
+/// Most kinds with a breaker of their own, per worker process.
+pub const MAX_KINDS: usize = 1000;
+
+/// The breakers of every kind this worker has seen (up to [`MAX_KINDS`]).
 #[derive(Debug, Clone)]
 pub struct Breakers {
     cfg: BreakerConfig,
@@ -120,10 +123,16 @@ impl Breakers {
         Breakers { cfg, map: Arc::new(Mutex::new(HashMap::new())) }
     }
 
-    /// Asks whether a job of `kind` may run.
+    /// Asks whether a job of `kind` may run. Past [`MAX_KINDS`] kinds, a new
+    /// kind has no breaker (always admitted, outcomes not kept): what a
+    /// worker keeps per kind is bounded.
     pub fn admit(&self, kind: &str) -> Admission {
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let untracked = map.len() >= MAX_KINDS && !map.contains_key(kind);
+        if untracked {
+            return Admission::Run(Ticket { kind: kind.to_string(), probe: false, recorded: false, owner: self.map.clone() });
+        }
         let b = match map.get_mut(kind) {
             Some(b) => b,
             None => {
@@ -212,6 +221,21 @@ mod tests {
             Admission::Run(t) => t,
             Admission::Defer(d) => panic!("deferred {d:?}"),
         }
+    }
+
+    #[test]
+    fn kinds_past_the_cap_get_no_breaker_and_no_entry() {
+        let b = Breakers::new(cfg());
+        for i in 0..MAX_KINDS {
+            let Admission::Run(t) = b.admit(&format!("k{i}")) else { panic!("closed") };
+            b.record(t, true);
+        }
+        for _ in 0..10 {
+            let Admission::Run(t) = b.admit("over") else { panic!("untracked kinds always run") };
+            b.record(t, false);
+        }
+        assert!(matches!(b.admit("over"), Admission::Run(_)), "no breaker opened for an untracked kind");
+        assert_eq!(b.map.lock().unwrap().len(), MAX_KINDS);
     }
 
     #[test]

@@ -19,10 +19,46 @@ pub struct HttpHandler {
     /// may carry a token).
     shown: String,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Extra headers of every request (`--http-header`; values never logged).
+    headers: hyper::HeaderMap,
+}
+
+/// Parses `--http-header` specs: `NAME=VALUE`, `NAME=@env:VAR` (the value of
+/// an environment variable) or `NAME=@file:PATH` (a file's content, without
+/// its trailing newline), so a secret need not be on the command line.
+/// Values are checked, read once at start, and marked sensitive.
+pub fn parse_headers(specs: &[String]) -> Result<hyper::HeaderMap, String> {
+    let mut map = hyper::HeaderMap::new();
+    for spec in specs {
+        let Some((name, value)) = spec.split_once('=') else {
+            return Err(format!("--http-header {spec:?}: expected NAME=VALUE, NAME=@env:VAR or NAME=@file:PATH"));
+        };
+        let name: hyper::header::HeaderName =
+            name.trim().parse().map_err(|_| format!("--http-header: {name:?} is not a valid header name"))?;
+        let value = if let Some(var) = value.strip_prefix("@env:") {
+            std::env::var(var).map_err(|_| format!("--http-header {name}: environment variable {var} is not set"))?
+        } else if let Some(path) = value.strip_prefix("@file:") {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--http-header {name}: reading {path}: {e}"))?;
+            text.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            value.to_string()
+        };
+        let mut value: hyper::header::HeaderValue = value
+            .parse()
+            .map_err(|_| format!("--http-header {name}: the value holds characters a header cannot (control characters, newlines)"))?;
+        value.set_sensitive(true);
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 impl HttpHandler {
     pub fn new(url: &str) -> Result<Self, String> {
+        Self::with_headers(url, hyper::HeaderMap::new())
+    }
+
+    /// A handler that adds `headers` (see [`parse_headers`]) to every request.
+    pub fn with_headers(url: &str, headers: hyper::HeaderMap) -> Result<Self, String> {
         let redacted = crate::broker::redact_url(url.split('?').next().unwrap_or(url));
         let uri: Uri = url.parse().map_err(|e| format!("--http {redacted:?}: {e}"))?;
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
@@ -38,7 +74,7 @@ impl HttpHandler {
         let host = uri.host().unwrap_or_default();
         let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
         let shown = format!("{}://{host}{port}{}", uri.scheme_str().unwrap_or("http"), uri.path());
-        Ok(HttpHandler { url: uri, shown, client })
+        Ok(HttpHandler { url: uri, shown, client, headers })
     }
 }
 
@@ -90,7 +126,7 @@ async fn read_bounded(mut body: hyper::body::Incoming) -> Vec<u8> {
 impl Handler for HttpHandler {
     fn handle<'a>(&'a self, job: &'a JobContext) -> HandlerFuture<'a> {
         Box::pin(async move {
-            let req = Request::post(self.url.clone())
+            let mut req = Request::post(self.url.clone())
                 .header("content-type", "application/json")
                 .header("x-dtq-job-id", &job.id)
                 .header("x-dtq-queue", &*job.queue)
@@ -99,6 +135,7 @@ impl Handler for HttpHandler {
                 .header("idempotency-key", job.idempotency_key.as_deref().unwrap_or(&job.id))
                 .body(Full::new(Bytes::copy_from_slice(job.payload.get().as_bytes())))
                 .map_err(|e| HandlerError::permanent(format!("building the request: {e}")))?;
+            req.headers_mut().extend(self.headers.clone());
             let url = &self.shown;
             // A cancelled attempt (lease lost, timeout, shutdown) aborts the request.
             let resp = tokio::select! {
