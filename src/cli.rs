@@ -62,7 +62,7 @@ pub enum Command {
     /// Enqueue jobs from a file, stdin, or the command line
     Produce(ProduceArgs),
     /// Run jobs until SIGTERM/SIGINT
-    Work(WorkArgs),
+    Work(Box<WorkArgs>),
     /// Recover expired leases and promote scheduled jobs (leader-elected)
     Reap(ReapArgs),
     /// Look at queues, dead letters and jobs

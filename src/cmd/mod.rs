@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let g = cli.global;
     match cli.command {
         Command::Produce(a) => produce::run(&g, a).await,
-        Command::Work(a) => work::run(&g, a).await,
+        Command::Work(a) => work::run(&g, *a).await,
         Command::Reap(a) => reap::run(&g, a).await,
         Command::Inspect(c) => inspect::run(&g, c).await,
         Command::Admin(c) => admin::run(&g, c).await,
