@@ -93,7 +93,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub count: u64,
     /// Delay before jobs without their own delay/run_at may run
-    #[arg(long, value_parser = config::duration)]
+    #[arg(long, value_parser = config::duration, allow_hyphen_values = true)]
     pub delay: Option<Duration>,
     /// Failures allowed before dead-letter, for jobs without their own
     #[arg(long, default_value_t = 3)]

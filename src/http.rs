@@ -151,9 +151,15 @@ impl Endpoint {
         let stop = CancellationToken::new();
         let task = match listen {
             Some(addr) => Some(
-                serve(addr, status, metrics, stop.clone())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?,
+                serve(addr, status, metrics, stop.clone()).await.map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AddrInUse {
+                        anyhow::anyhow!(
+                            "the ops endpoint (/health, /ready, /metrics) cannot listen on {addr}: the port is in use (another dtq on this machine?); choose one with --listen ADDR:PORT, or --listen off"
+                        )
+                    } else {
+                        anyhow::anyhow!("the ops endpoint cannot listen on {addr} (--listen): {e}")
+                    }
+                })?,
             ),
             None => None,
         };

@@ -110,6 +110,9 @@ fn duration_field(obj: &Map<String, Value>, field: &str) -> Result<Option<Durati
 /// Parses a humantime duration ("250ms", "1h 30m"), rejecting absurd values
 /// (over 100 years) that would overflow deadlines.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim_start().starts_with('-') {
+        return Err(format!("invalid duration {s:?}: durations cannot be negative"));
+    }
     let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))?;
     if d > Duration::from_secs(100 * 365 * 24 * 3600) {
         return Err(format!("duration {s:?} is too long (at most 100 years)"));

@@ -318,3 +318,74 @@ fn cancel_looks_at_a_bounded_part_of_a_long_queue() {
     assert!(stderr(&o).contains("beyond the 10000 oldest and newest"), "{}", stderr(&o));
     assert_eq!(d.stat("default", "pending"), 24_998);
 }
+
+#[test]
+fn connection_errors_read_as_sentences_and_honour_the_timeout() {
+    // Nothing listening: one line, the cause in words, after the whole timeout.
+    let port = free_port();
+    let d = Dtq { url: format!("redis://127.0.0.1:{port}"), ns: "t".into() };
+    let started = std::time::Instant::now();
+    let o = d.run(&["inspect", "stats", "--connect-timeout", "2s"]);
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("connection refused (is Redis running there? set --redis or DTQ_REDIS_URL)"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "retries are quiet: {err}");
+    assert!(!err.contains("Os {") && !err.contains("kind:"), "no debug structs: {err}");
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(5), "{took:?} for a 2s timeout");
+    // Something that is not Redis (an HTTP server) on the port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            use std::io::Write;
+            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let d = Dtq { url: format!("redis://{addr}"), ns: "t".into() };
+    let o = d.run(&["inspect", "stats", "--connect-timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not speak the Redis protocol"), "{}", stderr(&o));
+    // rediss:// to a plain Redis port.
+    let redis = Redis::shared();
+    let plain = redis.url.replace("redis://", "rediss://");
+    let d = Dtq { url: plain, ns: "t".into() };
+    let o = d.run(&["inspect", "stats", "--connect-timeout", "1s"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("TLS handshake failed"), "{}", stderr(&o));
+}
+
+#[test]
+fn mistakes_in_flags_get_messages_that_say_the_rule() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "flag-mistakes");
+    for (args, says) in [
+        (vec!["work", "--queues", "a:99999999999"], "weight must be 1 to 1000"),
+        (vec!["work", "--queues", "a:x"], "is not a whole number 1 to 1000"),
+        (vec!["produce", "--kind", "noop", "--delay", "-5s"], "durations cannot be negative"),
+        (vec!["produce", "--kind", "noop", "--count", "3", "--idempotency-key", "k1"], "only the first could ever run"),
+        (vec!["reap", "--lock-ttl", "10ms"], "must be at least 1s"),
+    ] {
+        let o = d.run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    assert!(keys_of(&redis, &d.ns).is_empty(), "nothing written");
+    // One job made: its id is printed, ready for `inspect job`.
+    let o = d.ok(&["produce", "--kind", "noop"]);
+    let id = o.trim().strip_prefix("enqueued job ").and_then(|r| r.strip_suffix(" (queue default)")).expect(&o);
+    assert!(d.ok(&["inspect", "job", id]).contains("pending"));
+}
+
+#[test]
+fn a_second_worker_on_the_same_port_is_told_how_to_choose_one() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "listen-in-use");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = d.run(&["work", "--listen", &addr]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("cannot listen on {addr}: the port is in use")), "{err}");
+    assert!(err.contains("--listen ADDR:PORT, or --listen off"), "{err}");
+}

@@ -105,7 +105,10 @@ pub async fn connect(
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(Duration::from_secs(1), client.quit()).await;
                 });
-                "connection attempt timed out".to_string()
+                match not_redis(target).await {
+                    Some(why) => why,
+                    None => "connection attempt timed out".to_string(),
+                }
             }
         };
         // Authentication and certificate errors will not fix themselves.
@@ -118,18 +121,63 @@ pub async fn connect(
                 target.redacted
             ));
         }
+        let error = plain_cause(&error, target);
+        let mut wait = delay;
         if let Some(limit) = give_up_after {
-            if started.elapsed() + delay >= limit {
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 return Err(format!(
-                    "cannot reach Redis at {} (gave up after {}): {error}",
+                    "cannot reach Redis at {} (tried for {}): {error}",
                     target.redacted,
                     humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64 / 100 * 100))
                 ));
             }
+            // A one-shot command says it once, at the end; retries are quiet.
+            tracing::debug!(redis = %target.redacted, error = %error, "Redis unreachable, retrying");
+            wait = wait.min(left);
+        } else {
+            tracing::warn!(redis = %target.redacted, error = %error, retry_in = ?delay, "Redis unreachable, retrying");
         }
-        tracing::warn!(redis = %target.redacted, error = %error, retry_in = ?delay, "Redis unreachable, retrying");
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(wait).await;
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// After a timed-out attempt on a plain `redis://` server: asks it `PING`
+/// by hand; a reply that is not RESP means something else listens there.
+async fn not_redis(target: &RedisTarget) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fred::types::config::ServerConfig::Centralized { server } = &target.config.server else { return None };
+    if target.redacted.starts_with("rediss://") {
+        return None;
+    }
+    let probe = async {
+        let mut c = tokio::net::TcpStream::connect((&*server.host, server.port)).await.ok()?;
+        c.write_all(b"PING\r\n").await.ok()?;
+        let mut first = [0u8; 1];
+        c.read_exact(&mut first).await.ok()?;
+        (!matches!(first[0], b'+' | b'-' | b'$' | b'*' | b':' | b'%' | b'_')).then(|| {
+            "the server there does not speak the Redis protocol (is this the right host and port?)".to_string()
+        })
+    };
+    tokio::time::timeout(Duration::from_millis(500), probe).await.ok().flatten()
+}
+
+/// A connection error in words a person can act on (the raw detail kept
+/// when it is nothing known).
+fn plain_cause(error: &str, target: &RedisTarget) -> String {
+    let e = error.to_ascii_lowercase();
+    let tls = target.redacted.starts_with("rediss://");
+    if e.contains("connection refused") || e.contains("connectionrefused") {
+        "connection refused (is Redis running there? set --redis or DTQ_REDIS_URL)".to_string()
+    } else if e.contains("frame_type") || e.contains("decode") || e.contains("invalid frame") || e.contains("parse") {
+        "the server there does not speak the Redis protocol (is this the right host and port?)".to_string()
+    } else if e.contains("lookup") || e.contains("name or service not known") || e.contains("dns") {
+        format!("the host name cannot be resolved ({error})")
+    } else if tls && (e.contains("timed out") || e.contains("handshake") || e.contains("tls")) {
+        format!("TLS handshake failed ({error}; is the port a TLS port? rediss:// needs one)")
+    } else {
+        error.to_string()
     }
 }
 

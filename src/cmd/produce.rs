@@ -20,6 +20,12 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         if key.is_empty() {
             return usage("--idempotency-key must not be empty");
         }
+        if a.count > 1 && a.file.is_none() {
+            return usage(format!(
+                "--idempotency-key with --count {} would make {} jobs sharing one key, and only the first could ever run; give each job its own key (--file)",
+                a.count, a.count
+            ));
+        }
     }
     let defaults = Defaults {
         queue: a.queue.clone(),
@@ -77,11 +83,15 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         let mut duplicates = 0u64;
         let json = a.json;
         let mut write_err = None;
+        let mut last_id = String::new();
         let r = enqueue_all(&broker, &queue, jobs, batch, |job, ok| {
             if ok {
                 enqueued += 1
             } else {
                 duplicates += 1
+            }
+            if a.count == 1 {
+                last_id.clone_from(&job.id);
             }
             if json && write_err.is_none() {
                 write_err = out(json_line(&job.id, &queue, ok)).err();
@@ -91,7 +101,11 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         if let Some(e) = write_err {
             return Err(e);
         }
-        if !json {
+        if !json && a.count == 1 && r.is_ok() {
+            // One job: its id is what the user needs next (inspect job ID).
+            let what = if enqueued == 1 { "enqueued job" } else { "duplicate: job already exists or completed:" };
+            out(format!("{what} {last_id} (queue {queue})"))?;
+        } else if !json {
             summary(enqueued, duplicates)?;
         }
         r.map_err(|e| partial(e, (enqueued + duplicates) as usize, a.count, json))
