@@ -17,6 +17,7 @@ pub struct Cli {
 
 /// Flags every subcommand takes, before or after it.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Redis and global options")]
 pub struct Global {
     /// Redis URL: redis://, rediss:// (TLS), redis://user:pass@host:port/db, redis-cluster://host:port
     #[arg(
@@ -28,25 +29,25 @@ pub struct Global {
     )]
     pub redis: String,
     /// Prefix of every key
-    #[arg(long, env = "DTQ_NAMESPACE", default_value = "dtq", global = true, value_parser = namespace)]
+    #[arg(long, env = "DTQ_NAMESPACE", default_value = "dtq", global = true, hide_env_values = true, value_parser = namespace)]
     pub namespace: String,
     /// Log format on stderr (RUST_LOG filters)
-    #[arg(long, env = "DTQ_LOG_FORMAT", default_value = "text", global = true, value_parser = ["text", "json"])]
+    #[arg(long, env = "DTQ_LOG_FORMAT", default_value = "text", global = true, hide_env_values = true, value_parser = ["text", "json"])]
     pub log_format: String,
     /// How long produce, inspect, admin and bench try to reach Redis
-    #[arg(long, env = "DTQ_CONNECT_TIMEOUT", default_value = "10s", global = true, value_parser = config::duration)]
+    #[arg(long, env = "DTQ_CONNECT_TIMEOUT", default_value = "10s", global = true, hide_env_values = true, value_parser = config::duration)]
     pub connect_timeout: Duration,
     /// Extra CA certificate(s) (PEM) trusted for rediss://
-    #[arg(long, env = "DTQ_TLS_CA_FILE", global = true)]
+    #[arg(long, env = "DTQ_TLS_CA_FILE", global = true, hide_env_values = true)]
     pub tls_ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for rediss://
-    #[arg(long, env = "DTQ_TLS_CERT_FILE", global = true)]
+    #[arg(long, env = "DTQ_TLS_CERT_FILE", global = true, hide_env_values = true)]
     pub tls_cert_file: Option<PathBuf>,
     /// Client key (PEM) for rediss://
-    #[arg(long, env = "DTQ_TLS_KEY_FILE", global = true)]
+    #[arg(long, env = "DTQ_TLS_KEY_FILE", global = true, hide_env_values = true)]
     pub tls_key_file: Option<PathBuf>,
     /// How long completed ids and idempotency keys are remembered
-    #[arg(long, env = "DTQ_IDEMPOTENCY_WINDOW", default_value = "24h", global = true, value_parser = config::positive_duration)]
+    #[arg(long, env = "DTQ_IDEMPOTENCY_WINDOW", default_value = "24h", global = true, hide_env_values = true, value_parser = config::positive_duration)]
     pub idempotency_window: Duration,
 }
 
@@ -115,72 +116,88 @@ pub struct WorkArgs {
     #[arg(long, default_value = "default", value_parser = config::weighted_queues)]
     pub queues: config::QueueWeights,
     /// Jobs run at once by this process
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(help_heading = "Throughput", long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub concurrency: u64,
     /// Run each job as this command (payload on stdin)
-    #[arg(long, conflicts_with = "http")]
+    ///
+    /// CMD is split like a shell would, but no shell runs it; one process
+    /// (group) per job. Its stdin is the payload JSON; its environment holds
+    /// DTQ_JOB_ID, DTQ_QUEUE, DTQ_KIND, DTQ_ATTEMPT (1-based) and
+    /// DTQ_IDEMPOTENCY_KEY, plus PATH, HOME, LANG, LC_ALL, TZ, TMPDIR and
+    /// what --exec-env names. Exit 0 = success; 65 = permanent failure
+    /// (dead-letter now); 75 or any other code = retry later. The last lines
+    /// of stderr become the job's error; its stdout is the worker's stdout.
+    #[arg(help_heading = "Handler", long, conflicts_with = "http")]
     pub exec: Option<String>,
     /// POST each job's payload to this URL
-    #[arg(long)]
+    ///
+    /// Headers X-Dtq-Job-Id, X-Dtq-Queue, X-Dtq-Kind, X-Dtq-Attempt and
+    /// Idempotency-Key. 2xx = success; 429 and 5xx = retry (Retry-After:
+    /// <seconds> sets the delay, at most --backoff-max); any other status =
+    /// permanent failure (dead-letter now).
+    #[arg(help_heading = "Handler", long)]
     pub http: Option<String>,
     /// Header added to every --http request: NAME=VALUE, NAME=@env:VAR or
     /// NAME=@file:PATH (keeps a token off the command line; never logged)
-    #[arg(long, requires = "http", value_name = "NAME=VALUE")]
+    #[arg(help_heading = "Handler", long, requires = "http", value_name = "NAME=VALUE")]
     pub http_header: Vec<String>,
     /// Lease length; a dead worker's jobs come back after it
-    #[arg(long, default_value = "30s", value_parser = config::positive_duration)]
+    #[arg(help_heading = "Leases and timeouts", long, default_value = "30s", value_parser = config::positive_duration)]
     pub visibility_timeout: Duration,
     /// Default handler timeout
-    #[arg(long, default_value = "5m", value_parser = config::positive_duration)]
+    #[arg(help_heading = "Leases and timeouts", long, default_value = "5m", value_parser = config::positive_duration)]
     pub job_timeout: Duration,
     /// Longest timeout a job may set for itself (longer ones are clamped)
-    #[arg(long, default_value = "24h", value_parser = config::positive_duration)]
+    #[arg(help_heading = "Leases and timeouts", long, default_value = "24h", value_parser = config::positive_duration)]
     pub max_job_timeout: Duration,
     /// Variable of this process' environment passed on to --exec handlers
     /// (besides PATH, HOME, LANG, LC_ALL, TZ, TMPDIR and the job's DTQ_*); repeatable
-    #[arg(long = "exec-env", value_name = "NAME")]
+    #[arg(help_heading = "Handler", long = "exec-env", value_name = "NAME")]
     pub exec_env: Vec<String>,
     /// Time in-flight jobs get to finish after SIGTERM
-    #[arg(long, default_value = "30s", value_parser = config::duration)]
+    #[arg(help_heading = "Leases and timeouts", long, default_value = "30s", value_parser = config::duration)]
     pub shutdown_grace: Duration,
     /// Retry backoff base
-    #[arg(long, default_value = "1s", value_parser = config::duration)]
+    #[arg(help_heading = "Retries", long, default_value = "1s", value_parser = config::duration)]
     pub backoff_base: Duration,
     /// Retry backoff cap
-    #[arg(long, default_value = "1h", value_parser = config::duration)]
+    #[arg(help_heading = "Retries", long, default_value = "1h", value_parser = config::duration)]
     pub backoff_max: Duration,
     /// Address of /health, /ready, /metrics ("off" disables)
-    #[arg(long, default_value = "0.0.0.0:9090", value_parser = config::listen)]
+    #[arg(help_heading = "Ops endpoint", long, default_value = "0.0.0.0:9090", value_parser = config::listen)]
     pub listen: config::Listen,
     /// Do not run the reaper loop in this process
-    #[arg(long)]
+    #[arg(help_heading = "Reaper", long)]
     pub no_reaper: bool,
     /// KIND=N/PERIOD: at most N starts of KIND per PERIOD across all workers
-    #[arg(long, value_parser = config::rate_limit)]
+    #[arg(help_heading = "Rate limiter and circuit breaker", long, value_parser = config::rate_limit)]
     pub rate_limit: Vec<(String, crate::worker::RateLimit)>,
     /// Failure rate that opens a kind's circuit breaker
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(help_heading = "Rate limiter and circuit breaker", long, default_value_t = 0.5)]
     pub breaker_failure_rate: f64,
     /// Rolling window of the circuit breaker
-    #[arg(long, default_value = "30s", value_parser = config::positive_duration)]
+    #[arg(help_heading = "Rate limiter and circuit breaker", long, default_value = "30s", value_parser = config::positive_duration)]
     pub breaker_window: Duration,
     /// Calls in the window before the breaker may open
-    #[arg(long, default_value_t = 20)]
+    #[arg(help_heading = "Rate limiter and circuit breaker", long, default_value_t = 20)]
     pub breaker_min_calls: u32,
     /// How long an open breaker defers jobs before probing
-    #[arg(long, default_value = "10s", value_parser = config::positive_duration)]
+    #[arg(help_heading = "Rate limiter and circuit breaker", long, default_value = "10s", value_parser = config::positive_duration)]
     pub breaker_cooldown: Duration,
     /// Most jobs leased by one dequeue call
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    #[arg(help_heading = "Throughput", long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub max_batch: u64,
     /// Jobs leased ahead of free slots [default: adaptive, ~50 ms worth of short jobs, 1 to 1000]
-    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    #[arg(help_heading = "Throughput", long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub prefetch: Option<u64>,
+    /// How often an info line sums up what the worker did ("off": never)
+    #[arg(long, default_value = "60s", value_parser = config::optional_duration)]
+    pub log_summary_every: config::Optional<Duration>,
     /// Reaper: longest sleep between cycles
-    #[arg(long, default_value = "500ms", value_parser = config::positive_duration)]
+    #[arg(help_heading = "Reaper", long, default_value = "500ms", value_parser = config::positive_duration)]
     pub reap_interval: Duration,
     /// Reaper: leader lock TTL (at least 1s)
-    #[arg(long, default_value = "10s", value_parser = config::lock_ttl)]
+    #[arg(help_heading = "Reaper", long, default_value = "10s", value_parser = config::lock_ttl)]
     pub lock_ttl: Duration,
 }
 

@@ -29,6 +29,18 @@ pub fn lock_ttl(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A flag that takes a value or "off".
+#[derive(Debug, Clone, Copy)]
+pub struct Optional<T>(pub Option<T>);
+
+/// A positive duration, or "off".
+pub fn optional_duration(s: &str) -> Result<Optional<Duration>, String> {
+    if s == "off" {
+        return Ok(Optional(None));
+    }
+    positive_duration(s).map(|d| Optional(Some(d)))
+}
+
 /// A queue name flag.
 pub fn queue_name(s: &str) -> Result<String, String> {
     validate_queue_name(s).map(|_| s.to_string())

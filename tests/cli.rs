@@ -389,3 +389,52 @@ fn a_second_worker_on_the_same_port_is_told_how_to_choose_one() {
     assert!(err.contains(&format!("cannot listen on {addr}: the port is in use")), "{err}");
     assert!(err.contains("--listen ADDR:PORT, or --listen off"), "{err}");
 }
+
+#[test]
+fn the_five_minute_tour_in_the_readme_works() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let tour = readme.split("## Five minutes with dtq").nth(1).unwrap();
+    let block = tour.split("```sh\n").nth(1).unwrap().split("\n```").next().unwrap();
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "tour");
+    let dir = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(DTQ).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let o = std::process::Command::new("bash")
+        .args(["-e", "-c", block])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("DTQ_REDIS_URL", &d.url)
+        .env("DTQ_NAMESPACE", &d.ns)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("enqueued job "), "{out}");
+    assert!(out.contains("cannot do"), "the dead letter shows its error: {out}");
+    assert!(out.contains("requeued 1 job(s) in queue default"), "{out}");
+    assert_eq!(d.stat("default", "processed"), 1);
+    // The requeued job waits, or failed again if the worker took it first.
+    assert_eq!(d.stat("default", "pending") + d.stat("default", "dead"), 1);
+}
+
+#[test]
+fn help_groups_flags_under_headings_and_carries_the_handler_contract() {
+    let d = Dtq { url: "redis://127.0.0.1:1".into(), ns: "t".into() };
+    let long = d.ok(&["work", "--help"]);
+    let short = d.ok(&["work", "-h"]);
+    let headings: Vec<&str> = long.lines().filter(|l| !l.starts_with(' ') && l.ends_with(':')).collect();
+    for h in ["Options:", "Throughput:", "Handler:", "Leases and timeouts:", "Retries:", "Rate limiter and circuit breaker:", "Reaper:", "Ops endpoint:", "Redis and global options:"] {
+        assert!(headings.contains(&h), "{h} missing from {headings:?}");
+    }
+    // Global flags sit under their own heading, after the command's own.
+    let globals = long.find("Redis and global options:").unwrap();
+    assert!(long.find("--redis").unwrap() > globals && long.find("--exec").unwrap() < globals, "{long}");
+    assert!(!long.contains("DTQ_NAMESPACE="), "an env var reads as set to empty: {long}");
+    // The handler contract is in the long help, not only in the README.
+    for needle in ["65 = permanent failure", "DTQ_ATTEMPT", "429 and 5xx = retry"] {
+        assert!(long.contains(needle), "{needle}");
+    }
+    assert!(short.len() < long.len() && !short.contains("DTQ_ATTEMPT"), "-h is the short help");
+}

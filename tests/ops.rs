@@ -255,3 +255,17 @@ fn the_ops_endpoint_cuts_off_slow_headers_and_caps_connections() {
     drop(idle);
     wait_until(Duration::from_secs(5), || get(port, "/health").0 == 200);
 }
+
+#[test]
+fn a_working_worker_says_so_in_a_summary_line_and_logs_its_settings_readably() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "summary");
+    d.ok(&["produce", "--kind", "noop", "--count", "50"]);
+    let w = d.worker(&["--log-summary-every", "1s", "--rate-limit", "noop=1000/5m"]);
+    w.wait_log("summary processed=", Duration::from_secs(10));
+    let log = w.log_text();
+    let line = log.lines().find(|l| l.contains("summary processed=")).unwrap();
+    assert!(line.contains("processed=50") && line.contains("failed_attempts=0"), "{line}");
+    assert!(log.contains("rate_limits=noop=1000/5m"), "settings in plain words: {log}");
+    assert!(!log.contains("RateLimit {"), "no Rust debug text: {log}");
+}

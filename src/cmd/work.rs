@@ -22,6 +22,7 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
     cfg.idempotency_window = g.idempotency_window;
     cfg.max_batch = a.max_batch as usize;
     cfg.prefetch = a.prefetch.map(|p| p as usize);
+    cfg.summary_every = a.log_summary_every.0;
     cfg.rate_limits = crate::config::rate_limits(&a.rate_limit).map_err(super::UsageError)?;
     if !(a.breaker_failure_rate > 0.0 && a.breaker_failure_rate <= 1.0) {
         return usage("--breaker-failure-rate must be in (0, 1]");
@@ -58,7 +59,7 @@ pub async fn run(g: &Global, a: WorkArgs) -> Result<()> {
         job_timeout = %humantime::format_duration(cfg.job_timeout),
         shutdown_grace = %humantime::format_duration(cfg.shutdown_grace),
         reaper = !a.no_reaper,
-        rate_limits = ?cfg.rate_limits,
+        rate_limits = %a.rate_limit.iter().map(|(k, l)| format!("{k}={}/{}", l.limit, humantime::format_duration(l.period))).collect::<Vec<_>>().join(","),
         "starting worker"
     );
 

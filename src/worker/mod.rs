@@ -45,7 +45,7 @@ use crate::http::Status;
 use crate::keys::QueueKeys;
 use crate::metrics::QueueMetrics;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -92,6 +92,8 @@ pub struct WorkerConfig {
     pub rate_limits: HashMap<String, RateLimit>,
     pub breaker: breaker::BreakerConfig,
     pub on_ack: Option<AckHook>,
+    /// How often an info line sums up what the worker did (`None`: never).
+    pub summary_every: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -165,6 +167,7 @@ impl WorkerConfig {
             rate_limits: HashMap::new(),
             breaker: breaker::BreakerConfig::default(),
             on_ack: None,
+            summary_every: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -208,6 +211,35 @@ pub(crate) struct Shared {
     pub stalled: AtomicUsize,
     /// No jobs are taken before this (the handler itself is unavailable).
     pub paused_until: Mutex<Option<Instant>>,
+    /// Outcomes written, for the summary line.
+    pub tally: Tally,
+}
+
+/// Outcomes this worker wrote, since it started.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub processed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// Logs, every `every`, what the worker did since the last line (nothing
+/// when it did nothing): a worker that succeeds is not silent.
+async fn summarize(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
+    let (mut processed, mut failed) = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let (p, f) = (shared.tally.processed.load(Ordering::Relaxed), shared.tally.failed.load(Ordering::Relaxed));
+        let (dp, df) = (p - processed, f - failed);
+        (processed, failed) = (p, f);
+        let held: usize = shared.lock_held().iter().map(HashMap::len).sum();
+        if dp + df > 0 || held > 0 {
+            let rate = format!("{:.1}", dp as f64 / every.as_secs_f64());
+            tracing::info!(processed = dp, failed_attempts = df, jobs_per_s = %rate, holding = held, every = %humantime::format_duration(every), "summary");
+        }
+    }
 }
 
 impl Shared {
@@ -299,6 +331,7 @@ pub async fn run(
         limiter,
         stalled: AtomicUsize::new(0),
         paused_until: Mutex::new(None),
+        tally: Tally::default(),
         held: Mutex::new((0..queues.len()).map(|_| HashMap::new()).collect()),
         queues,
         breakers: breaker::Breakers::new(cfg.breaker),
@@ -313,6 +346,9 @@ pub async fn run(
     let (settle_tx, settlers) = settle::Settler::spawn(&shared, &settler_abandon);
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
+    if let Some(every) = shared.cfg.summary_every {
+        tokio::spawn(summarize(shared.clone(), every, heartbeat_stop.clone()));
+    }
 
     let tracker = TaskTracker::new();
     fetch::run(&shared, &tracker, &shutdown, &settle_tx).await;

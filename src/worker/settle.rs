@@ -225,6 +225,11 @@ async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle
         if let (Op::Ack(_), Some(hook)) = (&s.op, &shared.cfg.on_ack) {
             (hook.0)(&s.lease.id);
         }
+        match &s.op {
+            Op::Ack(_) => shared.tally.processed.fetch_add(1, Ordering::Relaxed),
+            Op::Fail(..) => shared.tally.failed.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
         let Some(m) = &s.metrics else { continue };
         match &s.op {
             Op::Ack(_) => m.processed.increment(1),
