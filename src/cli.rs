@@ -7,7 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
-#[command(name = "dtq", version, about = "A distributed task queue on Redis", propagate_version = true)]
+#[command(
+    name = "dtq",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DTQ_COMMIT"), ")"),
+    about = "A distributed task queue on Redis",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -74,6 +79,17 @@ pub enum Command {
     Admin(AdminCommand),
     /// Measure throughput and latency against this Redis
     Bench(BenchArgs),
+    /// Print a shell completion script (e.g. dtq completions bash > /etc/bash_completion.d/dtq)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one per command into a directory
+    Man {
+        /// Write dtq.1 and dtq-COMMAND.1 pages here instead
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -113,10 +129,10 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct WorkArgs {
     /// Queues and weights, e.g. high:6,default:3,low:1
-    #[arg(long, default_value = "default", value_parser = config::weighted_queues)]
+    #[arg(long, env = "DTQ_QUEUES", default_value = "default", value_parser = config::weighted_queues)]
     pub queues: config::QueueWeights,
     /// Jobs run at once by this process
-    #[arg(help_heading = "Throughput", long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(help_heading = "Throughput", long, env = "DTQ_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub concurrency: u64,
     /// Run each job as this command (payload on stdin)
     ///

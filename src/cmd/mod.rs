@@ -41,7 +41,32 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Inspect(c) => inspect::run(&g, c).await,
         Command::Admin(c) => admin::run(&g, c).await,
         Command::Bench(a) => bench::run(&g, a).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "dtq", &mut script);
+            std::io::stdout().lock().write_all(&script).map_err(Into::into)
+        }
+        Command::Man { out_dir } => man(out_dir.as_deref()),
     }
+}
+
+/// The man page of dtq on stdout, or one page per command in `dir`.
+fn man(dir: Option<&std::path::Path>) -> Result<()> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        return std::io::stdout().lock().write_all(&page).map_err(Into::into);
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut pages = vec![("dtq".to_string(), cmd.clone())];
+    pages.extend(cmd.get_subcommands().map(|s| (format!("dtq-{}", s.get_name()), s.clone())));
+    for (name, page) in pages {
+        let mut file = std::fs::File::create(dir.join(format!("{name}.1")))?;
+        clap_mangen::Man::new(page).render(&mut file)?;
+    }
+    out(format!("wrote man pages to {}", dir.display()))
 }
 
 fn target(g: &Global) -> Result<crate::broker::RedisTarget> {

@@ -4,9 +4,11 @@
 //! batched and up to two are in flight at once, so the next batch is on its
 //! way while the current one runs; a job starts as soon as a slot is free.
 //! Up to as many jobs as finish within [`HORIZON`] (at most `concurrency`)
-//! go through their checks (breaker, rate limiter, idempotency guard) ahead
-//! of a free slot, so a slot never waits for a round trip to Redis; their
-//! attempts are charged only once they have a slot.
+//! go through their checks (breaker, rate limiter, start: idempotency guard
+//! and attempt charge) ahead of a free slot, so a slot never waits for a
+//! round trip to Redis. So a killed worker's jobs that were that far along
+//! come back charged (at most `concurrency` of them; none for slow jobs,
+//! whose checks wait for a free slot).
 //! Unless fixed, the prefetch is about [`HORIZON`]'s worth of short jobs:
 //! as many as finished within the horizon of their start over the last one.
 //! Fast jobs get large batches (few script calls per job, the next batch

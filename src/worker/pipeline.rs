@@ -1,5 +1,5 @@
 //! One job's way through the worker: circuit breaker → rate limiter →
-//! idempotency guard → a free slot → attempt charge and handler →
+//! start (idempotency guard and attempt charge) → a free slot → handler →
 //! settlement. Every path
 //! ends in exactly one settlement, so a job is never left unaccounted for;
 //! a handler that panics fails its attempt like an error.
@@ -76,17 +76,14 @@ pub(super) async fn execute(
     };
     let span =
         tracing::info_span!("job", id = %lease.id, queue = %slot.name, kind = %stored.kind, attempt = job.attempt);
-    let attempt = Attempt { qi, number: job.attempt, cancel: &cancel, shutdown };
+    let attempt = Attempt { qi, cancel: &cancel, shutdown };
     let (lease, op, permit) = run_stages(shared, attempt, lease, &stored, ahead).instrument(span).await;
     send(lease, op, Some(&stored.kind), permit);
 }
 
-/// What an execution knows of its attempt.
+/// What an execution knows of its attempt: its queue and its stop signals.
 struct Attempt<'a> {
     qi: usize,
-    /// Its number: one more than the attempts charged when it was leased
-    /// (nobody else charges the job while the lease is ours).
-    number: u32,
     cancel: &'a Cancellation,
     shutdown: &'a CancellationToken,
 }
@@ -98,7 +95,7 @@ async fn run_stages(
     job: &StoredJob<'_>,
     mut ahead: Ahead,
 ) -> (LeaseRef, Op, Option<OwnedSemaphorePermit>) {
-    let Attempt { qi, number: attempt, cancel, shutdown } = a;
+    let Attempt { qi, cancel, shutdown } = a;
     let slot = &shared.queues[qi];
     let cfg = &shared.cfg;
 
@@ -129,59 +126,52 @@ async fn run_stages(
         }
     }
 
-    // 3. The idempotency guard. An idempotency key is held only as long as
-    // the lease (the heartbeat renews both), which is safe because an
-    // attempt whose lease may be lost is stopped (see `heartbeat::fence`)
-    // before another can start. A client id is only checked: unique in
-    // its queue, it is kept off other workers by the lease itself.
+    // 3. Start: the idempotency guard and the attempt's charge, in one call
+    // that must answer before the handler may run, so a handler that kills
+    // its worker still spends its attempts. For fast jobs it runs ahead of
+    // a free slot (see `fetch`), hiding its round trip. An idempotency key
+    // is held only as long as the lease (the heartbeat renews both), which
+    // is safe because an attempt whose lease may be lost is stopped (see
+    // `heartbeat::fence`) before another can start. A client id is only
+    // checked: unique in its queue, it is kept off other workers by the
+    // lease itself.
     let markers: Vec<String> = job.markers(&lease.id).map(|m| slot.keys.idem(m)).collect();
-    let check = |key: Option<String>, take: bool, charge: bool| StartCheck {
-        id: lease.id.clone(),
-        token: lease.token.clone(),
-        key,
-        take,
-        charge,
+    let key = job.effective_key(&lease.id).map(|k| slot.keys.idem(k));
+    let take = key.is_some() && job.idempotency_key.is_some();
+    let check = StartCheck { id: lease.id.clone(), token: lease.token.clone(), key: key.clone(), take, charge: true };
+    let attempt = match shared.starter.call(qi, check).await {
+        Ok(Start::Run(n)) => n,
+        Ok(Start::LeaseLost) => {
+            tracing::warn!("lease lost before the job started; not running it");
+            return (lease, Op::Abandon, None);
+        }
+        Ok(Start::Completed) => {
+            tracing::info!("duplicate: idempotency key already completed; acknowledging without running");
+            return (lease, Op::Ack(markers), None);
+        }
+        Ok(Start::Held) => {
+            tracing::debug!("idempotency key held by another execution; deferring");
+            return (lease, release(HELD_RETRY, None), None);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the job (Redis unavailable or full?); deferring");
+            return (lease, release(REDIS_RETRY, None), None);
+        }
     };
-    if let Some(key) = job.effective_key(&lease.id).map(|k| slot.keys.idem(k)) {
-        let take = job.idempotency_key.is_some();
-        match shared.starter.call(qi, check(Some(key.clone()), take, false)).await {
-            Ok(Start::Run(_)) => {}
-            Ok(Start::LeaseLost) => {
-                tracing::warn!("lease lost before the job started; not running it");
-                return (lease, Op::Abandon, None);
-            }
-            Ok(Start::Completed) => {
-                tracing::info!("duplicate: idempotency key already completed; acknowledging without running");
-                return (lease, Op::Ack(markers), None);
-            }
-            Ok(Start::Held) => {
-                tracing::debug!("idempotency key held by another execution; deferring");
-                return (lease, release(HELD_RETRY, None), None);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the job (Redis unavailable or full?); deferring");
-                return (lease, release(REDIS_RETRY, None), None);
-            }
-        }
-        if take {
-            lease.lock = Some(key);
-            shared.with_held(qi, &lease, |h| h.lease.lock = lease.lock.clone());
-        }
+    if take {
+        lease.lock = key;
+        shared.with_held(qi, &lease, |h| h.lease.lock = lease.lock.clone());
     }
 
-    // A free slot.
+    // 4. A free slot. Handed back at shutdown (the attempt given back) if
+    // none frees up; stopped, unsettled, if the lease may be lost meanwhile.
     let permit = tokio::select! {
         biased;
         _ = cancel.cancelled() => return (lease, Op::Abandon, None),
-        _ = shutdown.cancelled() => return (lease, release(Duration::ZERO, None), None),
+        _ = shutdown.cancelled() => return (lease, release(Duration::ZERO, Some(attempt)), None),
         p = ahead.slot() => p,
     };
 
-    // 4. The attempt is charged as its handler starts: the charge is sent
-    // now and not waited for (the outcome carries the attempt's number, so
-    // it is right whichever reaches Redis first). Should it find the lease
-    // gone, the attempt is stopped.
-    let charge = shared.starter.call(qi, check(None, false, true));
     let timeout = job.timeout_ms.map(Duration::from_millis).unwrap_or(cfg.job_timeout);
     let timeout = if timeout > cfg.max_job_timeout {
         tracing::warn!(timeout = %humantime::format_duration(timeout), max = %humantime::format_duration(cfg.max_job_timeout), "the job's timeout is over --max-job-timeout; clamped");
@@ -211,26 +201,11 @@ async fn run_stages(
     let (stopped, finished) = {
         let run = AssertUnwindSafe(shared.handler.handle(&ctx)).catch_unwind();
         tokio::pin!(run);
-        let charged = async {
-            match charge.await {
-                Ok(Start::LeaseLost) => {
-                    tracing::warn!("lease lost as the job started; stopping it");
-                    cancel.cancel(CancelReason::LeaseLost);
-                }
-                Ok(_) => std::future::pending().await,
-                // Not known to be charged: an outcome still records it.
-                Err(e) => {
-                    tracing::debug!(error = %e, "the attempt's charge was not confirmed");
-                    std::future::pending().await
-                }
-            }
-        };
         let stop = async {
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => cancel.cancel(CancelReason::Timeout),
                 _ = shared.hard_stop.cancelled() => cancel.cancel(CancelReason::Shutdown),
                 _ = cancel.cancelled() => {}
-                _ = charged => {}
             }
         };
         let finished = tokio::select! {
