@@ -438,3 +438,25 @@ fn help_groups_flags_under_headings_and_carries_the_handler_contract() {
     }
     assert!(short.len() < long.len() && !short.contains("DTQ_ATTEMPT"), "-h is the short help");
 }
+
+#[test]
+fn completions_man_pages_and_version_come_from_the_flag_definitions() {
+    let d = Dtq { url: "redis://127.0.0.1:1".into(), ns: "t".into() };
+    let bash = d.ok(&["completions", "bash"]);
+    assert!(bash.contains("_dtq()") && bash.contains("--visibility-timeout"), "bash completion knows work's flags");
+    let zsh = d.ok(&["completions", "zsh"]);
+    assert!(zsh.contains("#compdef dtq"));
+    let man = d.ok(&["man"]);
+    assert!(man.contains(".TH dtq 1") && man.contains("distributed task queue"));
+    let dir = tempfile::tempdir().unwrap();
+    d.ok(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    let work = std::fs::read_to_string(dir.path().join("dtq-work.1")).unwrap();
+    assert!(work.contains("visibility\\-timeout"), "one page per command");
+    let version = d.ok(&["--version"]);
+    assert!(version.starts_with("dtq 0.") && version.contains('('), "version with the commit: {version}");
+    // A closed pipe ends the output quietly.
+    let mut c = d.cmd().args(["completions", "bash"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    drop(c.stdout.take());
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -268,4 +268,5 @@ fn a_working_worker_says_so_in_a_summary_line_and_logs_its_settings_readably() {
     assert!(line.contains("processed=50") && line.contains("failed_attempts=0"), "{line}");
     assert!(log.contains("rate_limits=noop=1000/5m"), "settings in plain words: {log}");
     assert!(!log.contains("RateLimit {"), "no Rust debug text: {log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI colour codes when stderr is a file: {log}");
 }
