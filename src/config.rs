@@ -56,7 +56,8 @@ pub fn weighted_queues(s: &str) -> Result<QueueWeights, String> {
     for part in s.split(',').map(str::trim) {
         let (name, weight) = match part.rsplit_once(':') {
             Some((n, w)) => {
-                let w: u64 = w.parse().map_err(|_| format!("queue {n:?}: weight {w:?} is not a whole number 1 to 1000"))?;
+                let w: u64 =
+                    w.parse().map_err(|_| format!("queue {n:?}: weight {w:?} is not a whole number 1 to 1000"))?;
                 (n, u32::try_from(w).unwrap_or(u32::MAX))
             }
             None => (part, 1),

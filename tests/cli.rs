@@ -425,7 +425,17 @@ fn help_groups_flags_under_headings_and_carries_the_handler_contract() {
     let long = d.ok(&["work", "--help"]);
     let short = d.ok(&["work", "-h"]);
     let headings: Vec<&str> = long.lines().filter(|l| !l.starts_with(' ') && l.ends_with(':')).collect();
-    for h in ["Options:", "Throughput:", "Handler:", "Leases and timeouts:", "Retries:", "Rate limiter and circuit breaker:", "Reaper:", "Ops endpoint:", "Redis and global options:"] {
+    for h in [
+        "Options:",
+        "Throughput:",
+        "Handler:",
+        "Leases and timeouts:",
+        "Retries:",
+        "Rate limiter and circuit breaker:",
+        "Reaper:",
+        "Ops endpoint:",
+        "Redis and global options:",
+    ] {
         assert!(headings.contains(&h), "{h} missing from {headings:?}");
     }
     // Global flags sit under their own heading, after the command's own.

@@ -155,7 +155,8 @@ async fn a_dequeue_returns_at_most_its_byte_budget_and_puts_the_rest_back_in_ord
     let redis = Redis::shared();
     let b = broker(&redis, &unique("t-bytes")).await;
     let k = b.keys("q");
-    let big = |id: &str| NewJob { body: format!(r#"{{"k":"noop","p":"{}","r":1,"e":0}}"#, "x".repeat(1 << 20)), ..job(id) };
+    let big =
+        |id: &str| NewJob { body: format!(r#"{{"k":"noop","p":"{}","r":1,"e":0}}"#, "x".repeat(1 << 20)), ..job(id) };
     let jobs: Vec<NewJob> = (0..10).map(|i| big(&format!("a{i}"))).collect();
     b.enqueue(&k, &jobs).await.unwrap();
     let vt = Duration::from_secs(30);
@@ -251,7 +252,13 @@ async fn the_guard_runs_ahead_without_charging_and_the_charge_comes_with_the_han
     assert_eq!(redis.lines(&["HGETALL", &k.attempts]), ["a", "1", "b", "1"]);
     // A client id's key is only checked: completed or held elsewhere stops
     // the job, a free key is not taken.
-    let only = |key: &str| StartCheck { id: "b".into(), token: "w:2".into(), key: Some(k.idem(key)), take: false, charge: false };
+    let only = |key: &str| StartCheck {
+        id: "b".into(),
+        token: "w:2".into(),
+        key: Some(k.idem(key)),
+        take: false,
+        charge: false,
+    };
     assert_eq!(b.start(&k, vt, &[only("kb")]).await.unwrap(), [Start::Run(2)]);
     assert_eq!(redis.int(&["EXISTS", &k.idem("kb")]), 0);
     assert_eq!(b.start(&k, vt, &[only("ka")]).await.unwrap(), [Start::Held]);
@@ -269,7 +276,8 @@ async fn an_outcome_that_overtakes_its_charge_still_counts_the_attempt_once() {
     b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
     b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
     let vt = Duration::from_secs(30);
-    let charge = |id: &str, token: &str| StartCheck { id: id.into(), token: token.into(), key: None, take: false, charge: true };
+    let charge =
+        |id: &str, token: &str| StartCheck { id: id.into(), token: token.into(), key: None, take: false, charge: true };
     // "a" fails as attempt 1 before its charge arrives; "b" is handed back at
     // shutdown (attempt 1 refunded) before its charge arrives.
     b.fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(0), "boom", 1)]).await.unwrap();
@@ -340,11 +348,20 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
     b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck {
+        id: id.into(),
+        token: t.into(),
+        key: None,
+        take: false,
+        charge: true,
+    });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
     assert_eq!(b.fail(&k, &[(&lease("a", "nope"), FailTo::Dead, "x", 1)]).await.unwrap(), [false]);
     let r = b
-        .fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom", 1), (&lease("b", "w:2"), FailTo::Dead, "fatal", 1)])
+        .fail(
+            &k,
+            &[(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom", 1), (&lease("b", "w:2"), FailTo::Dead, "fatal", 1)],
+        )
         .await
         .unwrap();
     assert_eq!(r, [true, true]);
@@ -375,12 +392,22 @@ async fn release_hands_a_job_back_without_spending_an_attempt_and_refunds_on_req
     let k = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
     b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck {
+        id: id.into(),
+        token: t.into(),
+        key: None,
+        take: false,
+        charge: true,
+    });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
     let r = b
         .release(
             &k,
-            &[(&lease("a", "w:1"), 0, Some(1)), (&lease("b", "w:2"), 60_000, Some(1)), (&lease("c", "w:3"), 0, Some(1))],
+            &[
+                (&lease("a", "w:1"), 0, Some(1)),
+                (&lease("b", "w:2"), 60_000, Some(1)),
+                (&lease("c", "w:3"), 0, Some(1)),
+            ],
         )
         .await
         .unwrap();
@@ -416,7 +443,13 @@ async fn recover_requeues_expired_leases_and_dead_letters_exhausted_jobs() {
     b.enqueue(&k, &[job("a"), job("b"), job("c")]).await.unwrap();
     b.enqueue(&k, &[job("never-started")]).await.unwrap();
     b.dequeue(&k, 4, Duration::from_millis(300), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck {
+        id: id.into(),
+        token: t.into(),
+        key: None,
+        take: false,
+        charge: true,
+    });
     b.start(&k, Duration::from_millis(300), &starts).await.unwrap();
     b.heartbeat(&k, Duration::from_secs(60), &[&lease("c", "w:3")]).await.unwrap();
     // "b" already used its one retry: its lost attempt was its last.
@@ -465,9 +498,17 @@ async fn requeue_purge_and_cancel() {
     let k: QueueKeys = b.keys("q");
     b.enqueue(&k, &[job("a"), job("b"), job("c"), job("d")]).await.unwrap();
     b.dequeue(&k, 3, Duration::from_secs(30), "w:", &[]).await.unwrap();
-    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck { id: id.into(), token: t.into(), key: None, take: false, charge: true });
+    let starts = [("a", "w:1"), ("b", "w:2")].map(|(id, t)| StartCheck {
+        id: id.into(),
+        token: t.into(),
+        key: None,
+        take: false,
+        charge: true,
+    });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
-    b.fail(&k, &[(&lease("a", "w:1"), FailTo::Dead, "e1", 1), (&lease("b", "w:2"), FailTo::Dead, "e2", 1)]).await.unwrap();
+    b.fail(&k, &[(&lease("a", "w:1"), FailTo::Dead, "e1", 1), (&lease("b", "w:2"), FailTo::Dead, "e2", 1)])
+        .await
+        .unwrap();
     assert_eq!(b.cancel(&k, "c").await.unwrap(), Cancel::Running);
     assert_eq!(b.cancel(&k, "a").await.unwrap(), Cancel::Dead);
     assert_eq!(b.cancel(&k, "zz").await.unwrap(), Cancel::NotFound);

@@ -128,14 +128,14 @@ pub async fn run(g: &Global, c: AdminCommand) -> Result<()> {
             let q = known(&broker, &queue).await?;
             let s = broker.queue_stats(&q).await?;
             let held = s.pending + s.inflight + s.scheduled + s.dead;
-            let counts = format!(
-                "{} pending, {} in flight, {} scheduled, {} dead",
-                s.pending, s.inflight, s.scheduled, s.dead
-            );
+            let counts =
+                format!("{} pending, {} in flight, {} scheduled, {} dead", s.pending, s.inflight, s.scheduled, s.dead);
             let refused = held > 0 && !force;
             if json {
                 let deleted = !refused && !dry_run;
-                out(json!({"command": "delete-queue", "queue": q, "jobs": held, "deleted": deleted, "dry_run": dry_run}))?;
+                out(
+                    json!({"command": "delete-queue", "queue": q, "jobs": held, "deleted": deleted, "dry_run": dry_run}),
+                )?;
             }
             if refused {
                 return Err(Unchanged(format!(
@@ -144,7 +144,11 @@ pub async fn run(g: &Global, c: AdminCommand) -> Result<()> {
                 .into());
             }
             if dry_run {
-                return if json { Ok(()) } else { out(format!("would delete queue {q} and its {held} job(s) ({counts})")) };
+                return if json {
+                    Ok(())
+                } else {
+                    out(format!("would delete queue {q} and its {held} job(s) ({counts})"))
+                };
             }
             broker.delete_queue(&q).await?;
             if json {

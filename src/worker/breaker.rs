@@ -131,7 +131,12 @@ impl Breakers {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let untracked = map.len() >= MAX_KINDS && !map.contains_key(kind);
         if untracked {
-            return Admission::Run(Ticket { kind: kind.to_string(), probe: false, recorded: false, owner: self.map.clone() });
+            return Admission::Run(Ticket {
+                kind: kind.to_string(),
+                probe: false,
+                recorded: false,
+                owner: self.map.clone(),
+            });
         }
         let b = match map.get_mut(kind) {
             Some(b) => b,

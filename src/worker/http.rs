@@ -38,14 +38,15 @@ pub fn parse_headers(specs: &[String]) -> Result<hyper::HeaderMap, String> {
         let value = if let Some(var) = value.strip_prefix("@env:") {
             std::env::var(var).map_err(|_| format!("--http-header {name}: environment variable {var} is not set"))?
         } else if let Some(path) = value.strip_prefix("@file:") {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("--http-header {name}: reading {path}: {e}"))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--http-header {name}: reading {path}: {e}"))?;
             text.trim_end_matches(['\n', '\r']).to_string()
         } else {
             value.to_string()
         };
-        let mut value: hyper::header::HeaderValue = value
-            .parse()
-            .map_err(|_| format!("--http-header {name}: the value holds characters a header cannot (control characters, newlines)"))?;
+        let mut value: hyper::header::HeaderValue = value.parse().map_err(|_| {
+            format!("--http-header {name}: the value holds characters a header cannot (control characters, newlines)")
+        })?;
         value.set_sensitive(true);
         map.append(name, value);
     }

@@ -320,11 +320,10 @@ pub async fn run(
         async move { b.start(&k, vt, &checks).await }
     });
     let b = broker.clone();
-    let limiter =
-        batch::Batcher::spawn("rate limit", move |(kind, limit): (String, RateLimit), starts: Vec<()>| {
-            let b = b.clone();
-            async move { b.rate_limit(&kind, limit.limit, limit.period, starts.len()).await }
-        });
+    let limiter = batch::Batcher::spawn("rate limit", move |(kind, limit): (String, RateLimit), starts: Vec<()>| {
+        let b = b.clone();
+        async move { b.rate_limit(&kind, limit.limit, limit.period, starts.len()).await }
+    });
     let shared = Arc::new(Shared {
         broker: broker.clone(),
         starter,
