@@ -1,7 +1,7 @@
 #!lua
 -- rate-limit: at most N starts in any window of PERIOD, shared by every
 -- worker on this Redis and namespace, in O(1) memory: starts are counted in
--- 16 buckets of PERIOD/16, and a start is allowed only while the buckets
+-- 64 buckets of PERIOD/64, and a start is allowed only while the buckets
 -- that touch the last PERIOD hold fewer than N (a bucket counts whole until
 -- it has wholly left the window, so no window ever sees more than N, and a
 -- start may wait up to one bucket longer than a log of every start would
@@ -27,7 +27,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local width = math.max(1, math.ceil(period / 16))
+local width = math.max(1, math.ceil(period / 64))
 local current = math.floor(now / width)
 -- The oldest bucket that still touches (now - PERIOD, now].
 local lo = math.floor((now - period) / width)

@@ -470,3 +470,22 @@ fn completions_man_pages_and_version_come_from_the_flag_definitions() {
     let status = c.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn bench_against_a_fleet_only_adds_to_an_existing_queue_and_deletes_nothing() {
+    // `bench --no-workers --queue prod` once deleted `prod` after its wait:
+    // 50 pending and 50 scheduled jobs that were there before, with their
+    // counters. It must only add its jobs, which the fleet consumes.
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "bench-fleet");
+    d.ok(&["produce", "--kind", "noop", "--count", "50", "--queue", "prod", "--delay", "1h"]);
+    d.ok(&["produce", "--kind", "noop", "--count", "50", "--queue", "prod"]);
+    let _fleet = d.worker(&["--queues", "prod"]);
+    let o = d.ok(&["bench", "--no-workers", "--queue", "prod", "--jobs", "200", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(o.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(report["completed"], 200, "{report}");
+    assert!(d.ok(&["inspect", "queues"]).contains("prod"), "the queue is still there");
+    assert_eq!(d.stat("prod", "scheduled"), 50, "the delayed jobs that were there are untouched");
+    let s = d.stats("prod");
+    assert_eq!(s["processed"].as_u64(), Some(250), "the counters kept counting: {s}");
+}

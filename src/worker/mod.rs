@@ -373,3 +373,29 @@ pub async fn run(
     let _ = heartbeat.await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_config_that_would_panic_or_hang_is_refused() {
+        let ok = WorkerConfig::new(vec![("q".into(), 1)]);
+        assert!(ok.validate().is_ok());
+        let cases: Vec<(fn(&mut WorkerConfig), &str)> = vec![
+            (|c| c.visibility_timeout = Duration::ZERO, "visibility timeout"),
+            (|c| c.concurrency = 0, "concurrency"),
+            (|c| c.queues.clear(), "no queues"),
+            (|c| c.queues.push(("q".into(), 1)), "listed twice"),
+            (|c| c.max_batch = 0, "max batch"),
+            (|c| c.job_timeout = Duration::ZERO, "job timeout"),
+            (|c| c.backoff_max = Duration::ZERO, "backoff"),
+        ];
+        for (change, says) in cases {
+            let mut c = ok.clone();
+            change(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.contains(says), "{says}: {e}");
+        }
+    }
+}
