@@ -382,7 +382,8 @@ mod tests {
     fn a_worker_config_that_would_panic_or_hang_is_refused() {
         let ok = WorkerConfig::new(vec![("q".into(), 1)]);
         assert!(ok.validate().is_ok());
-        let cases: Vec<(fn(&mut WorkerConfig), &str)> = vec![
+        type Change = fn(&mut WorkerConfig);
+        let cases: Vec<(Change, &str)> = vec![
             (|c| c.visibility_timeout = Duration::ZERO, "visibility timeout"),
             (|c| c.concurrency = 0, "concurrency"),
             (|c| c.queues.clear(), "no queues"),
