@@ -489,3 +489,17 @@ fn bench_against_a_fleet_only_adds_to_an_existing_queue_and_deletes_nothing() {
     let s = d.stats("prod");
     assert_eq!(s["processed"].as_u64(), Some(250), "the counters kept counting: {s}");
 }
+
+#[test]
+fn inspect_job_shows_who_and_where_first_and_names_each_time() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "inspect-layout");
+    let f = ndjson(&[r#"{"kind":"noop","id":"later","delay":"1h","max_retries":2}"#.into()]);
+    d.ok(&["produce", "--file", f.path().to_str().unwrap()]);
+    let o = d.ok(&["inspect", "job", "later"]);
+    let labels: Vec<&str> = o.lines().map(|l| l.split("  ").next().unwrap().trim()).collect();
+    assert_eq!(labels[..4], ["id", "queue", "state", "kind"], "{o}");
+    assert!(o.contains("state            scheduled"), "{o}");
+    assert!(o.contains("runs at "), "the time says what it is: {o}");
+    assert!(o.contains("attempts         0 started, 3 allowed"), "{o}");
+}

@@ -82,16 +82,42 @@ pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
             if json {
                 return out(serde_json::to_string(&info)?);
             }
-            let v = serde_json::to_value(&info)?;
-            for (k, val) in v.as_object().into_iter().flatten() {
-                let shown = match val {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Null => "-".to_string(),
-                    other => other.to_string(),
-                };
-                out(format!("{k:<16} {shown}"))?;
+            // Who and where first; each time named for what it is.
+            let at_label = match info.state.as_str() {
+                "inflight" => "lease until",
+                "scheduled" => "runs at",
+                "dead" => "died at",
+                _ => "at",
+            };
+            let attempts = match info.max_retries {
+                Some(m) => format!("{} started, {} allowed", info.attempts, u64::from(m) + 1),
+                None => format!("{} started", info.attempts),
+            };
+            let kind = if info.corrupt { "(corrupt body)".to_string() } else { info.kind.clone().unwrap_or_default() };
+            let rows: Vec<(&str, Option<String>)> = vec![
+                ("id", Some(escape(&info.id))),
+                ("queue", Some(info.queue.clone())),
+                ("state", Some(info.state.clone())),
+                ("kind", Some(escape(&kind))),
+                ("attempts", Some(attempts)),
+                (at_label, info.at.clone()),
+                ("enqueued at", info.enqueued_at.clone()),
+                ("idempotency key", info.idempotency_key.as_deref().map(escape)),
+                ("last error", info.error.as_deref().map(escape)),
+                ("payload", Some(info.payload.to_string())),
+            ];
+            for (label, value) in rows {
+                if let Some(v) = value {
+                    out(format!("{label:<16} {v}"))?;
+                }
             }
             Ok(())
         }
     }
+}
+
+/// Control characters shown escaped, so stored text cannot drive the
+/// operator's terminal.
+fn escape(s: &str) -> String {
+    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
