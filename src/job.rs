@@ -248,7 +248,8 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Line(n) => write!(f, "line {n}"),
-            Position::Item(n) => write!(f, "item {n}"),
+            // Counted from 1 like lines, and named so.
+            Position::Item(n) => write!(f, "array item {} (counting from 1)", n + 1),
         }
     }
 }
@@ -256,10 +257,15 @@ impl fmt::Display for Position {
 /// Parses a whole input (NDJSON, or one JSON array) into specs; the first
 /// invalid spec rejects the whole input.
 pub fn parse_specs(text: &str) -> Result<Vec<JobSpec>, (Position, SpecError)> {
+    // A UTF-8 byte order mark (some editors write one) is not content.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(trimmed)
-            .map_err(|e| (Position::Line(e.line()), spec_err(format!("invalid JSON array: {e}"))))?;
+        let items: Vec<&RawValue> = serde_json::from_str(trimmed).map_err(|e| {
+            let hint =
+                if e.to_string().contains("trailing comma") { " (remove the comma after the last item)" } else { "" };
+            (Position::Line(e.line()), spec_err(format!("invalid JSON array: {e}{hint}")))
+        })?;
         return items
             .into_iter()
             .enumerate()
@@ -269,8 +275,24 @@ pub fn parse_specs(text: &str) -> Result<Vec<JobSpec>, (Position, SpecError)> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| parse_spec(line).map_err(|e| (Position::Line(i + 1), e)))
+        .map(|(i, line)| parse_spec(line).map_err(|e| (Position::Line(i + 1), with_hint(line, e))))
         .collect()
+}
+
+/// Says how to fix the usual ways an NDJSON line goes wrong.
+fn with_hint(line: &str, mut e: SpecError) -> SpecError {
+    let l = line.trim();
+    let hint = if l.ends_with("},") {
+        Some("NDJSON lines end without a comma (or put the objects in one JSON array)")
+    } else if l == "{" || l == "[" || (l.starts_with('{') && !l.ends_with('}')) || l.starts_with('"') {
+        Some("this looks like pretty-printed JSON: one JSON object per line is needed (try `jq -c . FILE`), or one JSON array")
+    } else {
+        None
+    };
+    if let (Some(h), None) = (hint, &e.field) {
+        e.message = format!("{} — {h}", e.message);
+    }
+    e
 }
 
 /// The body stored in Redis for each job. Field names are short because a
@@ -380,7 +402,7 @@ mod tests {
         let (pos, e) = parse_specs("{\"kind\":\"a\"}\n\n{\"kind\":1}\n").unwrap_err();
         assert_eq!(format!("{pos}: {e}"), "line 3: field \"kind\": expected a string");
         let (pos, _) = parse_specs(r#"[{"kind":"a"},{"kind":"b","id":7}]"#).unwrap_err();
-        assert_eq!(pos.to_string(), "item 1");
+        assert_eq!(pos.to_string(), "array item 2 (counting from 1)");
     }
 
     #[test]

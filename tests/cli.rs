@@ -50,7 +50,15 @@ fn invalid_input_exits_2_names_line_and_field_and_writes_nothing() {
         (vec![r#"{"kind":"a","surprise":5}"#.into()], "line 1: field \"surprise\": unknown field"),
         (vec![r#"{"kind":"a","queue":"has space"}"#.into()], "line 1: field \"queue\""),
         (vec![good.clone(), big], "line 2: job spec is"),
-        (vec![r#"[{"kind":"a"},{"kind":""}]"#.into()], "item 1: field \"kind\": must not be empty"),
+        (
+            vec![r#"[{"kind":"a"},{"kind":""}]"#.into()],
+            "array item 2 (counting from 1): field \"kind\": must not be empty",
+        ),
+        (vec![format!("{good},"), good.clone()], "line 1: invalid JSON"),
+        (vec![format!("{good},"), good.clone()], "NDJSON lines end without a comma"),
+        (vec!["{".into(), r#"  "kind": "noop""#.into(), "}".into()], "looks like pretty-printed JSON"),
+        (vec!["{".into(), r#"  "kind": "noop""#.into(), "}".into()], "jq -c"),
+        (vec![r#"[{"kind":"a"},]"#.into()], "remove the comma after the last item"),
     ];
     for (lines, want) in cases {
         let f = ndjson(&lines);
@@ -502,4 +510,12 @@ fn inspect_job_shows_who_and_where_first_and_names_each_time() {
     assert!(o.contains("state            scheduled"), "{o}");
     assert!(o.contains("runs at "), "the time says what it is: {o}");
     assert!(o.contains("attempts         0 started, 3 allowed"), "{o}");
+}
+
+#[test]
+fn a_job_file_with_a_byte_order_mark_is_read() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "bom");
+    let f = ndjson(&["\u{feff}{\"kind\":\"noop\"}".into(), r#"{"kind":"noop"}"#.into()]);
+    assert!(d.ok(&["produce", "--file", f.path().to_str().unwrap()]).contains("enqueued 2 job(s)"));
 }
