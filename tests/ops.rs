@@ -270,3 +270,26 @@ fn a_working_worker_says_so_in_a_summary_line_and_logs_its_settings_readably() {
     assert!(!log.contains("RateLimit {"), "no Rust debug text: {log}");
     assert!(!log.contains('\u{1b}'), "no ANSI colour codes when stderr is a file: {log}");
 }
+
+#[test]
+fn a_worker_whose_queues_are_all_paused_says_so() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "all-paused");
+    d.ok(&["produce", "--kind", "noop", "--queue", "a"]);
+    d.ok(&["produce", "--kind", "noop", "--queue", "b"]);
+    d.ok(&["admin", "pause", "a"]);
+    d.ok(&["admin", "pause", "b"]);
+    let w = d.worker(&["--queues", "a,b"]);
+    w.wait_log("every queue this worker takes from is paused", Duration::from_secs(5));
+    assert_eq!(d.stat("a", "pending") + d.stat("b", "pending"), 2, "nothing taken");
+    // One paused queue of two is not reported.
+    d.ok(&["admin", "resume", "b"]);
+    wait_until(Duration::from_secs(5), || d.stat("b", "processed") == 1);
+    let p = Dtq::new(&redis, "one-paused");
+    p.ok(&["produce", "--kind", "noop", "--queue", "a"]);
+    p.ok(&["admin", "pause", "a"]);
+    p.ok(&["produce", "--kind", "noop", "--queue", "b"]);
+    let w2 = p.worker(&["--queues", "a,b"]);
+    wait_until(Duration::from_secs(5), || p.stat("b", "processed") == 1);
+    assert!(!w2.log_text().contains("is paused"), "{}", w2.log_text());
+}

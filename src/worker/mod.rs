@@ -222,6 +222,35 @@ pub(crate) struct Tally {
     pub failed: AtomicU64,
 }
 
+/// Says so in the log when every queue this worker takes from is paused
+/// (checked at start, then every 10 s), and when one is resumed: a worker
+/// that takes nothing because of a pause is not left looking idle.
+async fn watch_paused(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut all_paused = false;
+    loop {
+        let mut paused = 0;
+        for q in &shared.queues {
+            if shared.broker.is_paused(&q.keys).await.unwrap_or(false) {
+                paused += 1;
+            }
+        }
+        let now = paused == shared.queues.len();
+        if now != all_paused {
+            all_paused = now;
+            let names: Vec<&str> = shared.queues.iter().map(|q| &*q.name).collect();
+            if now {
+                tracing::warn!(queues = %names.join(","), "every queue this worker takes from is paused (dtq admin resume QUEUE)");
+            } else {
+                tracing::info!("a queue was resumed; taking jobs");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Logs, every `every`, what the worker did since the last line (nothing
 /// when it did nothing): a worker that succeeds is not silent.
 async fn summarize(shared: Arc<Shared>, every: Duration, stop: CancellationToken) {
@@ -345,6 +374,7 @@ pub async fn run(
     let (settle_tx, settlers) = settle::Settler::spawn(&shared, &settler_abandon);
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
+    tokio::spawn(watch_paused(shared.clone(), heartbeat_stop.clone()));
     if let Some(every) = shared.cfg.summary_every {
         tokio::spawn(summarize(shared.clone(), every, heartbeat_stop.clone()));
     }
