@@ -13,7 +13,14 @@ fn main() -> ExitCode {
     // clap exits 2 on bad usage by itself.
     let cli = Cli::parse();
     let json = cli.global.log_format == "json";
+    // The Redis client's own lines are for debugging it: shown only when
+    // asked for by name (RUST_LOG=fred=debug); dtq says what failed itself.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = if std::env::var("RUST_LOG").is_ok_and(|v| v.contains("fred")) {
+        filter
+    } else {
+        filter.add_directive("fred=error".parse().expect("a valid directive"))
+    };
     // Colour only on a terminal, and never with NO_COLOR set. A log line that
     // cannot be written (stderr a closed pipe) is dropped, never reported by
     // a panicking eprintln: logging must not stop shutdown.

@@ -144,7 +144,8 @@ pub async fn connect(
 }
 
 /// After a timed-out attempt on a plain `redis://` server: asks it `PING`
-/// by hand; a reply that is not RESP means something else listens there.
+/// by hand; a refused connection, or a reply that is not RESP (something
+/// else listens there), is the better cause.
 async fn not_redis(target: &RedisTarget) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fred::types::config::ServerConfig::Centralized { server } = &target.config.server else { return None };
@@ -152,7 +153,14 @@ async fn not_redis(target: &RedisTarget) -> Option<String> {
         return None;
     }
     let probe = async {
-        let mut c = tokio::net::TcpStream::connect((&*server.host, server.port)).await.ok()?;
+        let mut c = match tokio::net::TcpStream::connect((&*server.host, server.port)).await {
+            Ok(c) => c,
+            // The client's own attempts may outlast the budget by retrying.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Some("connection refused".to_string())
+            }
+            Err(_) => return None,
+        };
         c.write_all(b"PING\r\n").await.ok()?;
         let mut first = [0u8; 1];
         c.read_exact(&mut first).await.ok()?;
