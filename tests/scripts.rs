@@ -633,3 +633,24 @@ async fn scripts_are_reloaded_after_a_script_flush() {
     redis.cli(&["SCRIPT", "FLUSH"]);
     assert_eq!(b.enqueue(&k, &[job("a")]).await.unwrap(), [true]);
 }
+
+#[tokio::test]
+async fn a_dead_job_whose_body_is_not_utf8_is_listed_marked_corrupt() {
+    // One such body made `inspect dead-letter --json` fail for the whole queue.
+    let redis = Redis::shared();
+    let b = broker(&redis, &unique("t-corrupt-read")).await;
+    let k = b.keys("q");
+    b.enqueue(&k, &[job("ok"), job("bad")]).await.unwrap();
+    b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
+    b.fail(&k, &[(&lease("ok", "w:1"), FailTo::Dead, "e", 1), (&lease("bad", "w:2"), FailTo::Dead, "e", 1)])
+        .await
+        .unwrap();
+    let raw = fred::bytes::Bytes::from_static(&[0xff, 0xfe, b'{']);
+    let _: i64 = fred::interfaces::HashesInterface::hset(b.client(), &k.jobs, ("bad", raw)).await.unwrap();
+    let dead = b.dead_letters("q", 10).await.unwrap();
+    assert_eq!(dead.len(), 2);
+    let bad = dead.iter().find(|d| d.id == "bad").unwrap();
+    let ok = dead.iter().find(|d| d.id == "ok").unwrap();
+    assert!(bad.corrupt && bad.kind.is_none(), "{bad:?}");
+    assert!(!ok.corrupt && ok.kind.as_deref() == Some("noop"), "{ok:?}");
+}

@@ -306,3 +306,18 @@ fn a_corrupt_job_body_is_dead_lettered_and_the_worker_carries_on() {
     assert!(dead[0]["error"].as_str().unwrap().starts_with("corrupt job body: "), "{dead}");
     assert_eq!(dead[0]["payload"], serde_json::Value::Null);
 }
+
+#[test]
+fn an_exec_child_that_fills_stderr_before_reading_a_big_payload_does_not_deadlock() {
+    // The child writes 200 KiB to stderr before it reads its 100 KiB stdin:
+    // written one after the other, both pipes filled and neither side moved.
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "exec-pipes");
+    let ledger = Ledger::new();
+    let exec = ledger.exec("head -c 200000 /dev/zero | tr '\\0' x >&2; cat > /dev/null");
+    let payload = format!("\"{}\"", "p".repeat(100 * 1024));
+    d.ok(&["produce", "--kind", "big", "--payload", &payload]);
+    let _w = d.worker(&["--exec", &exec]);
+    wait_until(Duration::from_secs(10), || d.stat("default", "processed") == 1);
+    assert_eq!(ledger.entries().len(), 1);
+}
