@@ -8,12 +8,14 @@
 -- KEYS[5] jobs       HASH
 -- KEYS[6] attempts   HASH
 -- KEYS[7] errors     HASH
+-- KEYS[8] history    HASH
+-- KEYS[9] completed  ZSET
 --
 -- ARGV[1] job id
 -- ARGV[2] most pending entries looked at from each end of the list
 --
 -- Returns: 1 = cancelled, 2 = running (nothing changed), 3 = dead-lettered
--- (nothing changed), 4 = pending but deeper in the list than looked
+-- (nothing changed), 5 = completed (nothing changed), 4 = pending but deeper in the list than looked
 -- (nothing changed), 0 = no such job. A pending job is searched from both
 -- ends, at most ARGV[2] entries each (LPOS ... MAXLEN, then an LREM that
 -- stops where it is): the call's cost is bounded whatever the queue holds.
@@ -21,6 +23,7 @@ local id = ARGV[1]
 local reach = tonumber(ARGV[2])
 if redis.call('ZSCORE', KEYS[3], id) then return 2 end
 if redis.call('ZSCORE', KEYS[4], id) then return 3 end
+if redis.call('ZSCORE', KEYS[9], id) then return 5 end
 local removed = redis.call('ZREM', KEYS[2], id)
 if removed == 0 then
   if redis.call('LPOS', KEYS[1], id, 'MAXLEN', reach) then
@@ -35,4 +38,5 @@ if removed == 0 then return 0 end
 redis.call('HDEL', KEYS[5], id)
 redis.call('HDEL', KEYS[6], id)
 redis.call('HDEL', KEYS[7], id)
+redis.call('HDEL', KEYS[8], id)
 return 1

@@ -1,11 +1,14 @@
 #!lua flags=allow-oom
 -- purge: delete up to a bounded number of jobs from one state of a queue
--- (pending, scheduled or dead), bodies included. The caller loops until 0.
+-- (pending, scheduled, dead or completed), with everything stored for them.
+-- The caller loops until 0.
 --
--- KEYS[1] the state: pending LIST, or scheduled / dead ZSET
+-- KEYS[1] the state: pending LIST, or scheduled / dead / completed ZSET
 -- KEYS[2] jobs       HASH
 -- KEYS[3] attempts   HASH
 -- KEYS[4] errors     HASH
+-- KEYS[5] history    HASH
+-- KEYS[6] results    HASH
 --
 -- ARGV[1] 'list' or 'zset' (the type of KEYS[1])
 -- ARGV[2] max jobs deleted by this call
@@ -24,4 +27,6 @@ end
 redis.call('HDEL', KEYS[2], unpack(ids))
 redis.call('HDEL', KEYS[3], unpack(ids))
 redis.call('HDEL', KEYS[4], unpack(ids))
+redis.call('HDEL', KEYS[5], unpack(ids))
+redis.call('HDEL', KEYS[6], unpack(ids))
 return #ids

@@ -1,4 +1,5 @@
 #!lua flags=allow-oom
+-- @include retain
 -- recover: put jobs whose lease expired (dead or partitioned worker) back in
 -- pending, or dead-letter them when that lost attempt was their last.
 --
@@ -13,10 +14,16 @@
 -- KEYS[7] errors     HASH
 -- KEYS[8] stats      HASH
 -- KEYS[9] signal     LIST
+-- KEYS[10] history   HASH  the lost attempt is closed there as `lost`
+-- KEYS[11] retention HASH
+-- KEYS[12] results   HASH  (trimmed dead jobs only)
 --
 -- ARGV[1] max jobs moved by this call
 --
--- Returns: {recovered, dead_lettered, more} where more = 1 if expired leases remain.
+-- The dead-letter set is trimmed to the queue's retention in the same call.
+--
+-- Returns: {recovered, dead_lettered, more, trimmed} where more = 1 if
+-- expired leases remain.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[1])
@@ -26,6 +33,10 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[3], id)
   local attempts = tonumber(redis.call('HGET', KEYS[4], id) or '0')
+  local h = redis.call('HGET', KEYS[10], id)
+  if is_open(h) then
+    redis.call('HSET', KEYS[10], id, history_close(h, now, 'lost', 'lease expired (worker lost)'))
+  end
   local max_retries = nil
   local body = redis.call('HGET', KEYS[5], id)
   if body then
@@ -53,10 +64,13 @@ if recovered > 0 then
   redis.call('HINCRBY', KEYS[8], 'recovered', recovered)
   if redis.call('LLEN', KEYS[9]) == 0 then redis.call('LPUSH', KEYS[9], 1) end
 end
+local trimmed = 0
 if dead > 0 then
   redis.call('HINCRBY', KEYS[8], 'dead_lettered', dead)
   redis.call('HINCRBY', KEYS[8], 'failed', dead)
+  local r = retention(KEYS[11])
+  trimmed = trim(KEYS[6], r.dead_max, now - r.dead_ttl, dead + 100, { KEYS[5], KEYS[4], KEYS[7], KEYS[12], KEYS[10] })
 end
 local more = 0
 if #ids == limit then more = 1 end
-return {recovered, dead, more}
+return {recovered, dead, more, trimmed}

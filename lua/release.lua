@@ -1,4 +1,5 @@
 #!lua flags=allow-oom
+-- @include retain
 -- release: give leased jobs back without spending an attempt (fenced by lease
 -- token). Used for jobs deferred by the rate limiter, the circuit breaker or
 -- the idempotency guard, and for jobs handed back at shutdown.
@@ -11,7 +12,8 @@
 -- KEYS[4] leases     HASH
 -- KEYS[5] attempts   HASH  job id -> attempts started
 -- KEYS[6] signal     LIST
--- KEYS[7..] per job with a lock count of 1, in job order: its idempotency key (released if this attempt holds it)
+-- KEYS[7] history    HASH  a refunded attempt is dropped from it
+-- KEYS[8..] per job with a lock count of 1, in job order: its idempotency key (released if this attempt holds it)
 --
 -- ARGV[1] number of jobs n
 -- then 5 per job: id, token, delay in ms (0 = visible again at once, at the
@@ -25,7 +27,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
-local k = 7
+local k = 8
 local out = {}
 local now_ready = 0
 for i = 0, n - 1 do
@@ -44,6 +46,10 @@ for i = 0, n - 1 do
       redis.call('HSET', KEYS[5], id, refund - 1)
     elseif refund == 1 then
       redis.call('HDEL', KEYS[5], id)
+    end
+    if refund > 0 then
+      local h = history_drop(redis.call('HGET', KEYS[7], id))
+      if h then redis.call('HSET', KEYS[7], id, h) else redis.call('HDEL', KEYS[7], id) end
     end
     local delay = tonumber(ARGV[b + 2])
     if delay > 0 then

@@ -1,4 +1,5 @@
 #!lua
+-- @include retain
 -- start: for a batch of leased jobs of one queue, checked in order (two jobs
 -- with the same key in one batch behave as if started one after the other),
 -- each job's lease is checked, then, as its flags ask:
@@ -17,7 +18,9 @@
 --
 -- KEYS[1] leases     HASH  job id -> lease token
 -- KEYS[2] attempts   HASH  job id -> attempts started
--- KEYS[3..] per job with the check flag, in job order: its idempotency
+-- KEYS[3] history    HASH  job id -> attempt history: a charged attempt is
+--           opened there with its start time (see retain)
+-- KEYS[4..] per job with the check flag, in job order: its idempotency
 --           state, STRING 'd' (completed within the window) or 'r:<token>'
 --           (running under that lease; expires with the lease)
 --
@@ -40,7 +43,7 @@ local counts = redis.call('HMGET', KEYS[2], unpack(ids))
 local function bit(flags, b) return math.floor(flags / b) % 2 == 1 end
 -- Attempts per job after this call's charges, written in one HSET.
 local charged, charged_ids = {}, {}
-local k = 3
+local k = 4
 local out = {}
 for i = 1, n do
   local b = i * 3
@@ -80,11 +83,17 @@ for i = 1, n do
   end
 end
 if #charged_ids > 0 then
-  local args = {}
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local histories = redis.call('HMGET', KEYS[3], unpack(charged_ids))
+  local args, hargs = {}, {}
   for j, id in ipairs(charged_ids) do
     args[2 * j - 1] = id
     args[2 * j] = charged[id]
+    hargs[2 * j - 1] = id
+    hargs[2 * j] = history_open(histories[j], charged[id], now)
   end
   redis.call('HSET', KEYS[2], unpack(args))
+  redis.call('HSET', KEYS[3], unpack(hargs))
 end
 return out

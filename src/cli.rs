@@ -121,6 +121,13 @@ pub struct ProduceArgs {
     /// Print one JSON line per job
     #[arg(long)]
     pub json: bool,
+    /// Wait until each job is completed or dead, and print its result (exit
+    /// 1 if any ended dead or the wait timed out; at most 10,000 jobs)
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest --wait
+    #[arg(long, default_value = "5m", value_parser = config::positive_duration, requires = "wait")]
+    pub wait_timeout: Duration,
     /// Jobs per enqueue script call
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=5000))]
     pub batch_size: u64,
@@ -240,14 +247,9 @@ pub enum InspectCommand {
     /// Queue names
     Queues,
     /// Dead-lettered jobs, newest first
-    DeadLetter {
-        #[arg(long, value_parser = config::queue_name)]
-        queue: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    DeadLetter(FinishedArgs),
+    /// Completed jobs kept by retention, newest first
+    Completed(FinishedArgs),
     /// One job
     Job {
         id: String,
@@ -258,8 +260,61 @@ pub enum InspectCommand {
     },
 }
 
+/// A listing of finished jobs: filtered in Redis, never loaded whole.
+#[derive(Debug, Args)]
+pub struct FinishedArgs {
+    /// Only this queue (default: every queue)
+    #[arg(long, value_parser = config::queue_name)]
+    pub queue: Option<String>,
+    /// Most jobs shown
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub limit: u64,
+    /// Only jobs of this kind
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only jobs with this text (any case) in their id, error or payload
+    #[arg(long)]
+    pub search: Option<String>,
+    /// Only jobs that finished within this long (e.g. 1h)
+    #[arg(long, value_parser = config::positive_duration)]
+    pub since: Option<Duration>,
+    /// Print a JSON array
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
+    /// Show or change how many finished jobs a queue keeps, and how long
+    ///
+    /// Stored in Redis and applied by every worker and reaper at their next
+    /// write; lowering a limit trims at once. Defaults: 10,000 dead jobs for
+    /// 90 days, 1,000 completed jobs for 24 hours.
+    Retention {
+        /// The queue (or --queue)
+        #[arg(value_parser = config::queue_name, required_unless_present = "queue", conflicts_with = "queue")]
+        name: Option<String>,
+        #[arg(long, value_parser = config::queue_name)]
+        queue: Option<String>,
+        /// Most dead-lettered jobs kept (at least 1; the oldest go first)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        dead_max: Option<u64>,
+        /// Dead-lettered jobs older than this go
+        #[arg(long, value_parser = config::positive_duration)]
+        dead_ttl: Option<Duration>,
+        /// Most completed jobs kept (0 keeps none)
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000_000))]
+        completed_max: Option<u64>,
+        /// Completed jobs older than this go
+        #[arg(long, value_parser = config::positive_duration)]
+        completed_ttl: Option<Duration>,
+        /// Set it for a queue that has had no job yet
+        #[arg(long)]
+        create: bool,
+        /// Print the settings as one JSON object
+        #[arg(long)]
+        json: bool,
+    },
     /// Put dead jobs back in pending with a fresh retry budget
     Requeue {
         /// The dead job to requeue, looked for in every queue (or in --queue)
@@ -280,7 +335,7 @@ pub enum AdminCommand {
         json: bool,
     },
     /// Delete the jobs of a queue in some states (never jobs in flight)
-    #[command(group(clap::ArgGroup::new("states").required(true).multiple(true).args(["dead", "pending", "scheduled", "all"])))]
+    #[command(group(clap::ArgGroup::new("states").required(true).multiple(true).args(["dead", "pending", "scheduled", "completed", "all"])))]
     Purge {
         #[arg(long, value_parser = config::queue_name)]
         queue: String,
@@ -293,7 +348,10 @@ pub enum AdminCommand {
         /// Delayed jobs and jobs waiting for a retry
         #[arg(long)]
         scheduled: bool,
-        /// Pending, scheduled and dead
+        /// Completed jobs kept by retention
+        #[arg(long)]
+        completed: bool,
+        /// Pending, scheduled, dead and completed
         #[arg(long)]
         all: bool,
         /// Say how many would be deleted; change nothing

@@ -13,6 +13,10 @@
 //! | `ns:{q}:attempts` | HASH | id → attempts started |
 //! | `ns:{q}:leases` | HASH | id → lease token of the running attempt |
 //! | `ns:{q}:errors` | HASH | id → last error |
+//! | `ns:{q}:completed` | ZSET | id → finished-at (the retained completed jobs) |
+//! | `ns:{q}:results` | HASH | id → a retained completed job's result |
+//! | `ns:{q}:history` | HASH | id → attempt history (one line per attempt; the running one open) |
+//! | `ns:{q}:retention` | HASH | dead_max, dead_ttl, completed_max, completed_ttl (unset = defaults) |
 //! | `ns:{q}:stats` | HASH | lifetime counters (processed, failed, ...) |
 //! | `ns:{q}:paused` | STRING | present while the queue is paused |
 //! | `ns:{q}:signal` | LIST | wake-up marker for idle workers (≤ 1 element) |
@@ -36,6 +40,10 @@ pub struct QueueKeys {
     pub attempts: String,
     pub leases: String,
     pub errors: String,
+    pub completed: String,
+    pub results: String,
+    pub history: String,
+    pub retention: String,
     pub stats: String,
     pub paused: String,
     pub signal: String,
@@ -56,6 +64,10 @@ impl QueueKeys {
             attempts: k("attempts"),
             leases: k("leases"),
             errors: k("errors"),
+            completed: k("completed"),
+            results: k("results"),
+            history: k("history"),
+            retention: k("retention"),
             stats: k("stats"),
             paused: k("paused"),
             signal: k("signal"),

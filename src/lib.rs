@@ -16,4 +16,5 @@ pub mod job;
 pub mod keys;
 pub mod metrics;
 pub mod reaper;
+pub mod retention;
 pub mod worker;

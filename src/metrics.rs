@@ -18,6 +18,7 @@ pub const QUEUE_DEPTH: &str = "dtq_queue_depth";
 pub const RATE_LIMITED: &str = "dtq_rate_limited_total";
 pub const CIRCUIT_STATE: &str = "dtq_circuit_state";
 pub const REAPER_LEADER: &str = "dtq_reaper_leader";
+pub const TRIMMED: &str = "dtq_jobs_trimmed_total";
 
 /// Histogram buckets from 1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] =
@@ -74,6 +75,7 @@ const ALL: &[(&str, &str, &str)] = &[
     (RATE_LIMITED, "counter", "Jobs deferred by the distributed rate limiter."),
     (CIRCUIT_STATE, "gauge", "Circuit breaker state per kind: 0 closed, 1 half-open, 2 open."),
     (REAPER_LEADER, "gauge", "1 in the process that holds the reaper lock, else 0."),
+    (TRIMMED, "counter", "Finished jobs removed by retention (state: dead, completed)."),
 ];
 
 fn describe() {
@@ -121,6 +123,11 @@ pub struct QueueMetrics {
     kinds: Mutex<HashMap<String, Arc<KindMetrics>>>,
 }
 
+/// The retention counter of one (queue, state).
+pub fn trimmed(queue: &str, state: &'static str) -> Counter {
+    counter!(TRIMMED, "queue" => queue.to_string(), "state" => state)
+}
+
 impl QueueMetrics {
     pub fn new(queue: &str) -> Self {
         QueueMetrics {
@@ -129,6 +136,11 @@ impl QueueMetrics {
             recovered: counter!(RECOVERED, "queue" => queue.to_string()),
             kinds: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Jobs of this queue trimmed by retention in `state` (dead, completed).
+    pub fn trimmed(&self, state: &'static str) -> Counter {
+        trimmed(&self.queue, state)
     }
 
     /// The handles of `kind` in this queue. Past [`MAX_KINDS`] kinds, new
@@ -170,9 +182,13 @@ pub const OTHER_KIND: &str = "_other";
 
 /// Sets the queue-depth gauges of one queue.
 pub fn set_queue_depth(queue: &str, stats: &crate::broker::QueueStats) {
-    for (state, n) in
-        [("pending", stats.pending), ("inflight", stats.inflight), ("scheduled", stats.scheduled), ("dead", stats.dead)]
-    {
+    for (state, n) in [
+        ("pending", stats.pending),
+        ("inflight", stats.inflight),
+        ("scheduled", stats.scheduled),
+        ("dead", stats.dead),
+        ("completed", stats.completed),
+    ] {
         gauge!(QUEUE_DEPTH, "queue" => queue.to_string(), "state" => state).set(n as f64);
     }
 }

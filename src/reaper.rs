@@ -153,7 +153,10 @@ async fn cycle(
         }
         let k = broker.keys(q);
         for _ in 0..MAX_CALLS {
-            let (recovered, dead, more) = broker.recover(&k, BATCH).await?;
+            let crate::broker::Recovered { recovered, dead, more, trimmed } = broker.recover(&k, BATCH).await?;
+            if trimmed > 0 {
+                metrics::trimmed(q, "dead").increment(trimmed);
+            }
             if recovered + dead > 0 {
                 tracing::warn!(queue = %q, recovered, dead_lettered = dead, "recovered jobs of expired leases");
                 recovered_metric
@@ -181,6 +184,20 @@ async fn cycle(
         for q in &queues {
             if !lock.keep().await? {
                 return Ok(None);
+            }
+            // Retention's age limits, for queues that finish no jobs now
+            // (a queue that does trims as it writes).
+            let k = broker.keys(q);
+            for _ in 0..MAX_CALLS {
+                let (dead, completed) = broker.trim(&k, BATCH).await?;
+                for (state, n) in [("dead", dead), ("completed", completed)] {
+                    if n > 0 {
+                        metrics::trimmed(q, state).increment(n);
+                    }
+                }
+                if dead < BATCH as u64 && completed < BATCH as u64 {
+                    break;
+                }
             }
             let stats = broker.queue_stats(q).await?;
             metrics::set_queue_depth(q, &stats);

@@ -88,7 +88,7 @@ impl Handler for Panicky {
             if job.kind == "boom" {
                 panic!("boom on attempt {}", job.attempt);
             }
-            Ok(())
+            Ok(None)
         })
     }
 }

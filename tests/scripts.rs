@@ -4,10 +4,21 @@
 mod common;
 
 use common::Redis;
-use dtq::broker::{connect::parse_target, Broker, Cancel, FailTo, LeaseRef, NewJob, Start, StartCheck, TlsFiles};
+use dtq::broker::{
+    connect::parse_target, Broker, Cancel, Completion, FailTo, Failure, LeaseRef, NewJob, Recovered, Start, StartCheck,
+    TlsFiles,
+};
 use dtq::keys::QueueKeys;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+fn done<'a>(lease: &'a LeaseRef, markers: &'a [String]) -> Completion<'a> {
+    Completion { lease, markers, result: None }
+}
+
+fn failure<'a>(lease: &'a LeaseRef, to: FailTo, error: &'a str, attempt: u32) -> Failure<'a> {
+    Failure { lease, to, error, attempt, timed_out: false }
+}
 
 /// A namespace unique to this test run.
 fn unique(ns: &str) -> String {
@@ -140,7 +151,7 @@ async fn a_replayed_dequeue_returns_the_same_batch_and_orphans_nothing() {
     assert_eq!(redis.int(&["LLEN", &k.pending]), 1, "no second batch leased");
     assert_eq!(redis.int(&["ZCARD", &k.inflight]), 2);
     // A replay after one job was settled returns only what is still leased to it.
-    b.ack(&k, &[(&lease("a", "w:7:1"), &[])], Duration::from_secs(60)).await.unwrap();
+    b.ack(&k, &[done(&lease("a", "w:7:1"), &[])], Duration::from_secs(60)).await.unwrap();
     let later = b.dequeue(&k, 2, Duration::from_secs(30), "w:7:", &[]).await.unwrap();
     assert_eq!(ids(&later), [("b".to_string(), "w:7:2".to_string())]);
     // The next call deletes the receipts it is given.
@@ -216,7 +227,7 @@ async fn start_charges_the_attempt_and_guards_keys_in_order() {
     assert!(redis.int(&["PTTL", &k.idem("key")]) > 25_000);
     // An ack marks the key completed (even with a stale lease: the effect happened).
     let stale = LeaseRef { id: "b".into(), token: "old".into(), lock: Some(k.idem("key")) };
-    assert_eq!(b.ack(&k, &[(&stale, &[k.idem("key")])], Duration::from_secs(60)).await.unwrap(), [false]);
+    assert_eq!(b.ack(&k, &[done(&stale, &[k.idem("key")])], Duration::from_secs(60)).await.unwrap().done, [false]);
     assert_eq!(redis.cli(&["GET", &k.idem("key")]).trim(), "d");
     assert_eq!(b.start(&k, vt, &[check("c", "w:3", Some("key"))]).await.unwrap(), [Start::Completed]);
     assert_eq!(redis.int(&["HEXISTS", &k.attempts, "c"]), 0, "a completed key costs no attempt");
@@ -280,7 +291,7 @@ async fn an_outcome_that_overtakes_its_charge_still_counts_the_attempt_once() {
         |id: &str, token: &str| StartCheck { id: id.into(), token: token.into(), key: None, take: false, charge: true };
     // "a" fails as attempt 1 before its charge arrives; "b" is handed back at
     // shutdown (attempt 1 refunded) before its charge arrives.
-    b.fail(&k, &[(&lease("a", "w:1"), FailTo::RetryIn(0), "boom", 1)]).await.unwrap();
+    b.fail(&k, &[failure(&lease("a", "w:1"), FailTo::RetryIn(0), "boom", 1)]).await.unwrap();
     b.release(&k, &[(&lease("b", "w:2"), 0, Some(1))]).await.unwrap();
     // The late charges find the leases gone and change nothing.
     assert_eq!(b.start(&k, vt, &[charge("a", "w:1"), charge("b", "w:2")]).await.unwrap(), [Start::LeaseLost; 2]);
@@ -291,7 +302,7 @@ async fn an_outcome_that_overtakes_its_charge_still_counts_the_attempt_once() {
     assert!(attempts.contains(&("a", 2)) && attempts.contains(&("b", 1)), "{attempts:?}");
     let a = again.iter().find(|j| j.id == "a").unwrap();
     b.start(&k, vt, &[charge("a", &a.token)]).await.unwrap();
-    b.fail(&k, &[(&lease("a", &a.token), FailTo::Dead, "boom", 2)]).await.unwrap();
+    b.fail(&k, &[failure(&lease("a", &a.token), FailTo::Dead, "boom", 2)]).await.unwrap();
     assert_eq!(redis.cli(&["HGET", &k.attempts, "a"]).trim(), "2");
 }
 
@@ -316,12 +327,12 @@ async fn ack_completes_the_job_and_a_stale_token_changes_nothing() {
     b.enqueue(&k, &[job("a"), job("b")]).await.unwrap();
     b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
     let before = dump(&redis, ns);
-    let stale = b.ack(&k, &[(&lease("a", "w:9"), &[])], Duration::from_secs(60)).await.unwrap();
-    assert_eq!(stale, [false]);
+    let stale = b.ack(&k, &[done(&lease("a", "w:9"), &[])], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(stale.done, [false]);
     assert_eq!(dump(&redis, ns), before, "a stale ack must change nothing");
     let markers = vec![k.idem("a")];
-    let r = b.ack(&k, &[(&lease("a", "w:1"), &markers)], Duration::from_secs(60)).await.unwrap();
-    assert_eq!(r, [true]);
+    let r = b.ack(&k, &[done(&lease("a", "w:1"), &markers)], Duration::from_secs(60)).await.unwrap();
+    assert_eq!(r.done, [true]);
     let mut s = dump(&redis, ns);
     s.remove("{q}:leases");
     assert_eq!(
@@ -329,7 +340,10 @@ async fn ack_completes_the_job_and_a_stale_token_changes_nothing() {
         state(&[
             ("queues", &["q"]),
             ("{q}:inflight", &["b"]),
-            ("{q}:jobs", &["b"]),
+            // Kept as the completed record (retention's default), with its history.
+            ("{q}:completed", &["a"]),
+            ("{q}:history", &["a"]),
+            ("{q}:jobs", &["a", "b"]),
             ("{q}:stats", &["enqueued=2", "processed=1"]),
             ("{q}:signal", &["1"]),
             ("{q}:idem:a", &["d"]),
@@ -356,15 +370,18 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
         charge: true,
     });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
-    assert_eq!(b.fail(&k, &[(&lease("a", "nope"), FailTo::Dead, "x", 1)]).await.unwrap(), [false]);
+    assert_eq!(b.fail(&k, &[failure(&lease("a", "nope"), FailTo::Dead, "x", 1)]).await.unwrap().done, [false]);
     let r = b
         .fail(
             &k,
-            &[(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom", 1), (&lease("b", "w:2"), FailTo::Dead, "fatal", 1)],
+            &[
+                failure(&lease("a", "w:1"), FailTo::RetryIn(60_000), "boom", 1),
+                failure(&lease("b", "w:2"), FailTo::Dead, "fatal", 1),
+            ],
         )
         .await
         .unwrap();
-    assert_eq!(r, [true, true]);
+    assert_eq!(r.done, [true, true]);
     let mut s = dump(&redis, ns);
     s.remove("{q}:signal");
     s.remove("{q}:receipt:w:");
@@ -377,6 +394,7 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
             ("{q}:jobs", &["a", "b"]),
             ("{q}:attempts", &["a=1", "b=1"]),
             ("{q}:errors", &["a", "b"]),
+            ("{q}:history", &["a", "b"]),
             ("{q}:stats", &["dead_lettered=1", "enqueued=2", "failed=2", "retried=1"]),
         ])
     );
@@ -454,16 +472,16 @@ async fn recover_requeues_expired_leases_and_dead_letters_exhausted_jobs() {
     b.heartbeat(&k, Duration::from_secs(60), &[&lease("c", "w:3")]).await.unwrap();
     // "b" already used its one retry: its lost attempt was its last.
     redis.cli(&["HSET", &k.attempts, "b", "2"]);
-    assert_eq!(b.recover(&k, 100).await.unwrap(), (0, 0, false));
+    assert_eq!(b.recover(&k, 100).await.unwrap(), Recovered { recovered: 0, dead: 0, more: false, trimmed: 0 });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(b.recover(&k, 100).await.unwrap(), (2, 1, false));
+    assert_eq!(b.recover(&k, 100).await.unwrap(), Recovered { recovered: 2, dead: 1, more: false, trimmed: 0 });
     assert_eq!(redis.lines(&["LRANGE", &k.pending, "0", "-1"]), ["a", "never-started"]);
     assert_eq!(redis.int(&["HEXISTS", &k.attempts, "never-started"]), 0, "leased but never started: not charged");
     assert_eq!(redis.lines(&["ZRANGE", &k.dead, "0", "-1"]), ["b"]);
     assert_eq!(redis.lines(&["ZRANGE", &k.inflight, "0", "-1"]), ["c"]);
     assert!(redis.cli(&["HGET", &k.errors, "b"]).contains("lease expired"));
     // The old lease of "a" is fenced off.
-    assert_eq!(b.ack(&k, &[(&lease("a", "w:1"), &[])], Duration::from_secs(1)).await.unwrap(), [false]);
+    assert_eq!(b.ack(&k, &[done(&lease("a", "w:1"), &[])], Duration::from_secs(1)).await.unwrap().done, [false]);
     // The attempt counts: the next delivery is attempt 2.
     let again = b.dequeue(&k, 2, Duration::from_secs(30), "w2:", &[]).await.unwrap();
     let a = again.iter().find(|j| j.id == "a").unwrap();
@@ -506,9 +524,12 @@ async fn requeue_purge_and_cancel() {
         charge: true,
     });
     b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
-    b.fail(&k, &[(&lease("a", "w:1"), FailTo::Dead, "e1", 1), (&lease("b", "w:2"), FailTo::Dead, "e2", 1)])
-        .await
-        .unwrap();
+    b.fail(
+        &k,
+        &[failure(&lease("a", "w:1"), FailTo::Dead, "e1", 1), failure(&lease("b", "w:2"), FailTo::Dead, "e2", 1)],
+    )
+    .await
+    .unwrap();
     assert_eq!(b.cancel(&k, "c").await.unwrap(), Cancel::Running);
     assert_eq!(b.cancel(&k, "a").await.unwrap(), Cancel::Dead);
     assert_eq!(b.cancel(&k, "zz").await.unwrap(), Cancel::NotFound);
@@ -642,9 +663,12 @@ async fn a_dead_job_whose_body_is_not_utf8_is_listed_marked_corrupt() {
     let k = b.keys("q");
     b.enqueue(&k, &[job("ok"), job("bad")]).await.unwrap();
     b.dequeue(&k, 2, Duration::from_secs(30), "w:", &[]).await.unwrap();
-    b.fail(&k, &[(&lease("ok", "w:1"), FailTo::Dead, "e", 1), (&lease("bad", "w:2"), FailTo::Dead, "e", 1)])
-        .await
-        .unwrap();
+    b.fail(
+        &k,
+        &[failure(&lease("ok", "w:1"), FailTo::Dead, "e", 1), failure(&lease("bad", "w:2"), FailTo::Dead, "e", 1)],
+    )
+    .await
+    .unwrap();
     let raw = fred::bytes::Bytes::from_static(&[0xff, 0xfe, b'{']);
     let _: i64 = fred::interfaces::HashesInterface::hset(b.client(), &k.jobs, ("bad", raw)).await.unwrap();
     let dead = b.dead_letters("q", 10).await.unwrap();

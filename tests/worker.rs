@@ -23,8 +23,10 @@ fn jobs_run_once_each_and_the_counters_add_up() {
     assert_eq!(dead[0]["error"], "no handler for kind \"nope\"");
     assert_eq!(dead[0]["kind"], "nope");
     assert_eq!(dead[0]["attempts"], 1);
-    // A completed job's body is gone: only counters and the dead job remain.
-    assert_eq!(redis.int(&["HLEN", &format!("{}:{{default}}:jobs", d.ns)]), 1);
+    // Completed jobs are kept as records (retention's default is 1,000), the
+    // dead one as well.
+    assert_eq!(redis.int(&["HLEN", &format!("{}:{{default}}:jobs", d.ns)]), 501);
+    assert_eq!(d.stat("default", "completed"), 500);
 }
 
 #[test]

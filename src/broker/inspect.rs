@@ -1,8 +1,11 @@
 //! Read-only views of the keyspace for `inspect` and the queue-depth gauge.
-//! Reads are plain commands (no script): they change nothing.
+//! Reads are plain commands or the read-only `find` script: they change
+//! nothing.
 
+use super::scripts::eval;
 use super::{Broker, BrokerError};
 use crate::job::StoredJob;
+use crate::retention::{parse_history, rfc3339, AttemptRecord};
 use fred::prelude::*;
 use serde::Serialize;
 
@@ -13,54 +16,148 @@ pub struct QueueStats {
     pub inflight: u64,
     pub scheduled: u64,
     pub dead: u64,
+    /// Completed jobs retained (see `admin retention`).
+    pub completed: u64,
     pub processed: u64,
+    /// Failed attempts (not jobs).
     pub failed: u64,
     pub paused: bool,
+    /// Age of the oldest pending job (since it was enqueued), in ms; `None`
+    /// when nothing is pending.
+    pub oldest_pending_age_ms: Option<u64>,
 }
 
-/// One dead-lettered job, as `inspect dead-letter` prints it.
+/// Which set of finished jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    Dead,
+    Completed,
+}
+
+/// Filters of a finished-job listing, applied in Redis.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub kind: Option<String>,
+    /// Case-insensitive text in the id, the error or the body.
+    pub search: Option<String>,
+    /// Only jobs finished within this long.
+    pub since: Option<std::time::Duration>,
+}
+
+/// One dead-lettered or completed job, as `inspect dead-letter` and
+/// `inspect completed` print it.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeadJob {
+pub struct FinishedJob {
     pub id: String,
     pub queue: String,
     pub kind: Option<String>,
     pub attempts: u64,
     pub error: Option<String>,
-    /// RFC 3339 time it was dead-lettered.
-    pub died_at: String,
+    /// RFC 3339 time it was dead-lettered (dead jobs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub died_at: Option<String>,
+    /// RFC 3339 time it finished (dead-lettered or completed).
+    pub finished_at: String,
+    #[serde(skip)]
+    pub finished_ms: u64,
     pub payload: serde_json::Value,
+    /// A completed job's result (JSON if it reads as JSON, else a string).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
     /// The stored body could not be read (not UTF-8, not JSON, or missing).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub corrupt: bool,
 }
+
+/// One page of a listing and where the next one starts.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub jobs: Vec<FinishedJob>,
+    /// `None` when nothing is left.
+    pub next: Option<Cursor>,
+}
+
+/// A position in a finished set: entries scored at most `score`, the first
+/// `skip` of those at exactly `score` already seen. Its text form is
+/// `score:skip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    score: String,
+    skip: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.score, self.skip)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid cursor {s:?}");
+        let (score, skip) = s.split_once(':').ok_or_else(bad)?;
+        score.parse::<u64>().map_err(|_| bad())?;
+        Ok(Cursor { score: score.to_string(), skip: skip.parse().map_err(|_| bad())? })
+    }
+}
+
+/// Most entries one `find` call reads.
+const FIND_READ: usize = 5000;
+/// Most matches one `find` call returns.
+pub const MAX_PAGE: usize = 1000;
 
 /// Everything known about one job.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobInfo {
     pub id: String,
     pub queue: String,
+    pub kind: Option<String>,
     /// pending, scheduled, inflight, dead or completed.
     pub state: String,
-    pub kind: Option<String>,
+    pub payload: serde_json::Value,
+    /// A completed job's result (JSON if it reads as JSON, else a string).
+    pub result: Option<serde_json::Value>,
+    /// The last failed attempt's error.
+    pub error: Option<String>,
     pub attempts: u64,
     pub max_retries: Option<u32>,
-    pub error: Option<String>,
-    /// Lease deadline (inflight), run-at (scheduled) or died-at (dead), RFC 3339.
-    pub at: Option<String>,
     pub enqueued_at: Option<String>,
+    /// When a scheduled job runs.
+    pub run_at: Option<String>,
+    /// When an inflight job's lease ends (the heartbeat extends it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    /// When a dead or completed job finished.
+    pub finished_at: Option<String>,
     pub idempotency_key: Option<String>,
-    pub payload: serde_json::Value,
+    /// Its attempts, oldest first (at most [`crate::retention::HISTORY_MAX`]).
+    pub history: Vec<AttemptRecord>,
     /// The stored body could not be read (not UTF-8, not JSON).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub corrupt: bool,
 }
 
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+impl JobInfo {
+    /// Dead or completed: nothing more will happen to it.
+    pub fn is_finished(&self) -> bool {
+        self.state == "dead" || self.state == "completed"
+    }
 }
 
 fn redis(op: &'static str) -> impl FnOnce(Error) -> BrokerError {
     move |e| BrokerError::redis(op, e)
+}
+
+type Bytes = fred::bytes::Bytes;
+
+/// A stored result as JSON: itself if it reads as JSON, else a string.
+pub fn result_value(stored: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(stored).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(stored).into()))
+}
+
+fn text(b: Option<Bytes>) -> Option<String> {
+    b.map(|e| String::from_utf8_lossy(&e).into_owned())
 }
 
 impl Broker {
@@ -69,51 +166,127 @@ impl Broker {
         let k = self.keys(queue);
         let c = self.client();
         let op = "read queue stats";
-        let (pending, inflight, scheduled, dead, counters, paused) = tokio::try_join!(
+        let (pending, inflight, scheduled, dead, completed, counters, paused, oldest) = tokio::try_join!(
             c.llen::<u64, _>(&k.pending),
             c.zcard::<u64, _>(&k.inflight),
             c.zcard::<u64, _>(&k.scheduled),
             c.zcard::<u64, _>(&k.dead),
+            c.zcard::<u64, _>(&k.completed),
             c.hmget::<Vec<Option<u64>>, _, _>(&k.stats, vec!["processed", "failed"]),
             c.exists::<u64, _>(&k.paused),
+            // Jobs go in at the head and out at the tail.
+            c.lindex::<Option<String>, _>(&k.pending, -1),
         )
         .map_err(redis(op))?;
+        let oldest_pending_age_ms = match oldest {
+            Some(id) => {
+                let body: Option<Bytes> = c.hget(&k.jobs, &id).await.map_err(redis(op))?;
+                let at =
+                    body.as_deref().and_then(|b| serde_json::from_slice::<StoredJob>(b).ok()).map(|j| j.enqueued_at);
+                at.filter(|&e| e > 0).map(|e| crate::job::now_ms().saturating_sub(e))
+            }
+            None => None,
+        };
         Ok(QueueStats {
             pending,
             inflight,
             scheduled,
             dead,
+            completed,
             processed: counters.first().copied().flatten().unwrap_or(0),
             failed: counters.get(1).copied().flatten().unwrap_or(0),
             paused: paused == 1,
+            oldest_pending_age_ms,
         })
     }
 
     /// Dead-lettered jobs of `queue`, newest first.
-    pub async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>, BrokerError> {
+    pub async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<FinishedJob>, BrokerError> {
+        self.finished_matching(queue, Finished::Dead, &Filter::default(), limit).await
+    }
+
+    /// Up to `limit` jobs of `queue` in `set` that match `filter`, newest
+    /// first, paging through the set in bounded calls.
+    pub async fn finished_matching(
+        &self,
+        queue: &str,
+        set: Finished,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<FinishedJob>, BrokerError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        while out.len() < limit {
+            let page = self.finished(queue, set, filter, cursor.as_ref(), limit - out.len()).await?;
+            out.extend(page.jobs);
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of `queue`'s jobs in `set` that match `filter`, newest
+    /// first, from `cursor`: at most `limit` (and [`MAX_PAGE`]) jobs, from
+    /// at most a bounded number of entries read, so a page may be short
+    /// (even empty) and still have a next one.
+    pub async fn finished(
+        &self,
+        queue: &str,
+        set: Finished,
+        filter: &Filter,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page, BrokerError> {
         let k = self.keys(queue);
-        let c = self.client();
-        let op = "read dead letters";
-        let entries: Vec<(String, f64)> =
-            c.zrange(&k.dead, 0, limit as i64 - 1, None, true, None, true).await.map_err(redis(op))?;
-        let mut out = Vec::with_capacity(entries.len());
-        for (id, died) in entries {
-            let (body, attempts, error): (Option<fred::bytes::Bytes>, Option<u64>, Option<fred::bytes::Bytes>) =
-                tokio::try_join!(c.hget(&k.jobs, &id), c.hget(&k.attempts, &id), c.hget(&k.errors, &id),)
-                    .map_err(redis(op))?;
+        let zset = match set {
+            Finished::Dead => &k.dead,
+            Finished::Completed => &k.completed,
+        };
+        let keys = [zset.as_str(), &k.jobs, &k.errors, &k.attempts, &k.results];
+        let args: Vec<Value> = vec![
+            cursor.map_or("+inf".into(), |c| c.score.as_str().into()),
+            Value::Integer(cursor.map_or(0, |c| c.skip) as i64),
+            Value::Integer(filter.since.map_or(0, |d| d.as_millis().max(1) as i64)),
+            filter.kind.as_deref().unwrap_or("").into(),
+            filter.search.as_deref().map(str::to_lowercase).unwrap_or_default().into(),
+            Value::Integer(FIND_READ as i64),
+            Value::Integer(limit.clamp(1, MAX_PAGE) as i64),
+        ];
+        let v = eval(self.client(), &self.scripts.find, "list finished jobs", &keys, args).await?;
+        let bad = |v: &Value| BrokerError::reply("list finished jobs", v);
+        let Value::Array(items) = v else { return Err(bad(&v)) };
+        let mut it = items.into_iter();
+        let (Some(score), Some(skip), Some(_read)) = (it.next(), it.next(), it.next()) else {
+            return Err(BrokerError::Reply { op: "list finished jobs", detail: "short reply".into() });
+        };
+        let score = score.as_string().unwrap_or_default();
+        let next = (!score.is_empty()).then(|| Cursor { score, skip: skip.as_u64().unwrap_or(0) });
+        let rest: Vec<Value> = it.collect();
+        let mut jobs = Vec::with_capacity(rest.len() / 6);
+        for m in rest.chunks(6) {
+            let [id, at, body, error, attempts, result] = m else { return Err(bad(&Value::Null)) };
+            let bytes = |v: &Value| v.as_bytes().map(Bytes::copy_from_slice);
+            let finished_ms = at.as_string().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+            let body = bytes(body);
             let (kind, payload, corrupt) = decode(body.as_deref());
-            out.push(DeadJob {
-                id,
+            let finished_at = rfc3339(finished_ms);
+            jobs.push(FinishedJob {
+                id: id.as_string().unwrap_or_default(),
                 queue: queue.to_string(),
                 kind,
-                attempts: attempts.unwrap_or(0),
-                error: error.map(|e| String::from_utf8_lossy(&e).into_owned()),
-                died_at: rfc3339(died as u64),
+                attempts: attempts.as_string().and_then(|a| a.parse().ok()).unwrap_or(0),
+                error: text(bytes(error)),
+                died_at: (set == Finished::Dead).then(|| finished_at.clone()),
+                finished_at,
+                finished_ms,
                 payload,
+                result: bytes(result).map(|r| result_value(&r)),
                 corrupt,
             });
         }
-        Ok(out)
+        Ok(Page { jobs, next })
     }
 
     /// Looks a job up in `queue`, or in every known queue: one entry per
@@ -130,48 +303,59 @@ impl Broker {
         Ok(found)
     }
 
-    async fn job_in(&self, id: &str, queue: &str) -> Result<Option<JobInfo>, BrokerError> {
+    /// The job `id` of `queue`, if it is there (or completed and marked so).
+    pub async fn job_in(&self, id: &str, queue: &str) -> Result<Option<JobInfo>, BrokerError> {
         let k = self.keys(queue);
         let c = self.client();
         let op = "read job";
-        let (body, attempts, error) = tokio::try_join!(
-            c.hget::<Option<fred::bytes::Bytes>, _, _>(&k.jobs, id),
+        let (body, attempts, error, history, result) = tokio::try_join!(
+            c.hget::<Option<Bytes>, _, _>(&k.jobs, id),
             c.hget::<Option<u64>, _, _>(&k.attempts, id),
-            c.hget::<Option<fred::bytes::Bytes>, _, _>(&k.errors, id),
+            c.hget::<Option<Bytes>, _, _>(&k.errors, id),
+            c.hget::<Option<Bytes>, _, _>(&k.history, id),
+            c.hget::<Option<Bytes>, _, _>(&k.results, id),
         )
         .map_err(redis(op))?;
-        let (inflight, scheduled, dead, done) = tokio::try_join!(
+        let (inflight, scheduled, dead, completed, marker) = tokio::try_join!(
             c.zscore::<Option<f64>, _, _>(&k.inflight, id),
             c.zscore::<Option<f64>, _, _>(&k.scheduled, id),
             c.zscore::<Option<f64>, _, _>(&k.dead, id),
+            c.zscore::<Option<f64>, _, _>(&k.completed, id),
             c.get::<Option<String>, _>(k.idem(id)),
         )
         .map_err(redis(op))?;
-        let done = done.is_some_and(|v| !v.starts_with("r:"));
-        if body.is_none() && !done {
+        // Completed and not retained: only its completion marker is left.
+        let marked = marker.is_some_and(|v| !v.starts_with("r:"));
+        if body.is_none() && !marked {
             return Ok(None);
         }
-        let (state, at) = match (inflight, scheduled, dead) {
-            _ if body.is_none() => ("completed", None),
-            (Some(t), _, _) => ("inflight", Some(t)),
-            (_, Some(t), _) => ("scheduled", Some(t)),
-            (_, _, Some(t)) => ("dead", Some(t)),
-            _ => ("pending", None),
+        let ms = |t: Option<f64>| t.map(|t| rfc3339(t as u64));
+        let state = match (inflight, scheduled, dead, completed) {
+            _ if body.is_none() => "completed",
+            (Some(_), ..) => "inflight",
+            (_, Some(_), ..) => "scheduled",
+            (_, _, Some(_), _) => "dead",
+            (.., Some(_)) => "completed",
+            _ => "pending",
         };
         let parsed = body.as_deref().and_then(|b| serde_json::from_slice::<StoredJob>(b).ok());
         let (kind, payload, corrupt) = decode(body.as_deref());
         Ok(Some(JobInfo {
             id: id.to_string(),
             queue: queue.to_string(),
-            state: state.to_string(),
             kind,
+            state: state.to_string(),
+            payload,
+            result: result.map(|r| result_value(&r)),
+            error: text(error),
             attempts: attempts.unwrap_or(0),
             max_retries: parsed.as_ref().map(|j| j.max_retries),
-            error: error.map(|e| String::from_utf8_lossy(&e).into_owned()),
-            at: at.map(|t| rfc3339(t as u64)),
             enqueued_at: parsed.as_ref().filter(|j| j.enqueued_at > 0).map(|j| rfc3339(j.enqueued_at)),
+            run_at: ms(scheduled),
+            lease_until: ms(inflight),
+            finished_at: ms(dead.or(completed)),
             idempotency_key: parsed.as_ref().and_then(|j| j.effective_key(id).map(str::to_string)),
-            payload,
+            history: history.map(|h| parse_history(&h)).unwrap_or_default(),
             corrupt: corrupt && body.is_some(),
         }))
     }

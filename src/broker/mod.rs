@@ -8,9 +8,10 @@ pub mod scripts;
 mod tls;
 
 pub use connect::{redact_url, RedisTarget, TlsFiles};
-pub use inspect::{DeadJob, JobInfo, QueueStats};
+pub use inspect::{Cursor, Filter, Finished, FinishedJob, JobInfo, Page, QueueStats};
 
 use crate::keys::{self, QueueKeys};
+use crate::retention::{Retention, RetentionUpdate};
 use fred::prelude::*;
 use scripts::{eval, Scripts};
 use std::sync::Arc;
@@ -67,6 +68,47 @@ pub struct LeaseRef {
     pub lock: Option<String>,
 }
 
+/// A completed attempt (see [`Broker::ack`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Completion<'a> {
+    pub lease: &'a LeaseRef,
+    /// Idempotency keys to mark completed.
+    pub markers: &'a [String],
+    /// The handler's result (at most [`crate::retention::MAX_RESULT`] bytes).
+    pub result: Option<&'a str>,
+}
+
+/// A failed attempt (see [`Broker::fail`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    pub lease: &'a LeaseRef,
+    pub to: FailTo,
+    pub error: &'a str,
+    /// The attempt's number.
+    pub attempt: u32,
+    /// The attempt ran out of time (its history says `timeout`).
+    pub timed_out: bool,
+}
+
+/// What an ack or fail call did: per job, whether it was recorded (false:
+/// stale lease); and how many finished jobs retention trimmed meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub done: Vec<bool>,
+    pub trimmed: u64,
+}
+
+/// What one recover call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub recovered: u64,
+    pub dead: u64,
+    /// Expired leases remain.
+    pub more: bool,
+    /// Dead jobs trimmed by retention.
+    pub trimmed: u64,
+}
+
 /// Where a failed attempt goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailTo {
@@ -110,6 +152,7 @@ pub enum Cancel {
     Cancelled,
     Running,
     Dead,
+    Completed,
     /// Pending, but farther than [`CANCEL_REACH`] from either end of the
     /// list: nothing changed.
     TooDeep,
@@ -335,57 +378,82 @@ impl Broker {
     /// Acknowledges completed attempts; `markers[i]` are the idempotency keys
     /// of job `i`, marked completed (the key an attempt holds is always among
     /// them). Returns per job whether its lease was still valid.
-    pub async fn ack(
-        &self,
-        k: &QueueKeys,
-        jobs: &[(&LeaseRef, &[String])],
-        window: Duration,
-    ) -> Result<Vec<bool>, BrokerError> {
-        let mut keys: Vec<&str> = vec![&k.inflight, &k.jobs, &k.attempts, &k.leases, &k.errors, &k.stats];
-        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
+    pub async fn ack(&self, k: &QueueKeys, jobs: &[Completion<'_>], window: Duration) -> Result<Settled, BrokerError> {
+        let mut keys: Vec<&str> = vec![
+            &k.inflight,
+            &k.jobs,
+            &k.attempts,
+            &k.leases,
+            &k.errors,
+            &k.stats,
+            &k.completed,
+            &k.results,
+            &k.history,
+            &k.retention,
+        ];
+        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 4);
         args.push(Value::Integer(window.as_millis().max(1) as i64));
         args.push(Value::Integer(jobs.len() as i64));
-        for (lease, markers) in jobs {
-            args.push(lease.id.as_str().into());
-            args.push(lease.token.as_str().into());
-            args.push(Value::Integer(markers.len() as i64));
-            keys.extend(markers.iter().map(String::as_str));
+        for j in jobs {
+            args.push(j.lease.id.as_str().into());
+            args.push(j.lease.token.as_str().into());
+            args.push(Value::Integer(j.markers.len() as i64));
+            args.push(j.result.unwrap_or("").into());
+            keys.extend(j.markers.iter().map(String::as_str));
         }
         let v = eval(&self.client, &self.scripts.ack, "ack", &keys, args).await?;
-        flags("ack", v, jobs.len())
+        settled("ack", v, jobs.len())
     }
 
-    /// Records failed attempts, each with its number: retried later or
-    /// dead-lettered.
-    pub async fn fail(&self, k: &QueueKeys, jobs: &[(&LeaseRef, FailTo, &str, u32)]) -> Result<Vec<bool>, BrokerError> {
-        let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.dead, &k.leases, &k.errors, &k.stats, &k.attempts];
-        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 6);
+    /// Records failed attempts: each job is scheduled for a retry or
+    /// dead-lettered (the dead-letter set trimmed to its retention).
+    pub async fn fail(&self, k: &QueueKeys, jobs: &[Failure<'_>]) -> Result<Settled, BrokerError> {
+        let mut keys: Vec<&str> = vec![
+            &k.inflight,
+            &k.scheduled,
+            &k.dead,
+            &k.leases,
+            &k.errors,
+            &k.stats,
+            &k.attempts,
+            &k.history,
+            &k.retention,
+            &k.jobs,
+            &k.results,
+        ];
+        let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 7);
         args.push(Value::Integer(jobs.len() as i64));
-        for (lease, to, error, attempt) in jobs {
-            args.push(lease.id.as_str().into());
-            args.push(lease.token.as_str().into());
-            args.push(Value::Integer(match to {
-                FailTo::RetryIn(ms) => *ms as i64,
+        for j in jobs {
+            args.push(j.lease.id.as_str().into());
+            args.push(j.lease.token.as_str().into());
+            args.push(Value::Integer(match j.to {
+                FailTo::RetryIn(ms) => ms as i64,
                 FailTo::Dead => -1,
             }));
-            args.push((*error).into());
-            args.push(Value::Integer(lease.lock.is_some() as i64));
-            args.push(Value::Integer(*attempt as i64));
-            keys.extend(lease.lock.as_deref());
+            args.push(crate::retention::cut(j.error, crate::retention::MAX_ERROR).as_ref().into());
+            args.push(Value::Integer(j.lease.lock.is_some() as i64));
+            args.push(Value::Integer(j.attempt as i64));
+            args.push(
+                match (j.timed_out, j.to) {
+                    (true, _) => "timeout",
+                    (false, FailTo::Dead) => "dead",
+                    (false, FailTo::RetryIn(_)) => "retry",
+                }
+                .into(),
+            );
+            keys.extend(j.lease.lock.as_deref());
         }
         let v = eval(&self.client, &self.scripts.fail, "fail", &keys, args).await?;
-        flags("fail", v, jobs.len())
+        settled("fail", v, jobs.len())
     }
 
-    /// Gives leased jobs back without spending an attempt, visible again after
-    /// the given delay (0 = at once, at the head of the queue); a `refund`
-    /// of `Some(n)` gives back attempt n, whose handler started.
     pub async fn release(
         &self,
         k: &QueueKeys,
         jobs: &[(&LeaseRef, u64, Option<u32>)],
     ) -> Result<Vec<bool>, BrokerError> {
-        let mut keys: Vec<&str> = vec![&k.inflight, &k.scheduled, &k.pending, &k.leases, &k.attempts, &k.signal];
+        let mut keys: Vec<&str> =
+            vec![&k.inflight, &k.scheduled, &k.pending, &k.leases, &k.attempts, &k.signal, &k.history];
         let mut args: Vec<Value> = Vec::with_capacity(1 + jobs.len() * 5);
         args.push(Value::Integer(jobs.len() as i64));
         for (lease, delay, refund) in jobs {
@@ -423,12 +491,27 @@ impl Broker {
     }
 
     /// Recovers up to `limit` expired leases: `(recovered, dead_lettered, more)`.
-    pub async fn recover(&self, k: &QueueKeys, limit: usize) -> Result<(u64, u64, bool), BrokerError> {
-        let keys = [&*k.inflight, &k.pending, &k.leases, &k.attempts, &k.jobs, &k.dead, &k.errors, &k.stats, &k.signal];
+    pub async fn recover(&self, k: &QueueKeys, limit: usize) -> Result<Recovered, BrokerError> {
+        let keys = [
+            &*k.inflight,
+            &k.pending,
+            &k.leases,
+            &k.attempts,
+            &k.jobs,
+            &k.dead,
+            &k.errors,
+            &k.stats,
+            &k.signal,
+            &k.history,
+            &k.retention,
+            &k.results,
+        ];
         let v = eval(&self.client, &self.scripts.recover, "recover", &keys, vec![Value::Integer(limit as i64)]).await?;
         let n = ints("recover", v)?;
         match n[..] {
-            [r, d, more] => Ok((r as u64, d as u64, more == 1)),
+            [r, d, more, trimmed] => {
+                Ok(Recovered { recovered: r as u64, dead: d as u64, more: more == 1, trimmed: trimmed as u64 })
+            }
             _ => Err(BrokerError::Reply { op: "recover", detail: format!("{n:?}") }),
         }
     }
@@ -464,9 +547,10 @@ impl Broker {
             "pending" => (&k.pending, "list"),
             "scheduled" => (&k.scheduled, "zset"),
             "dead" => (&k.dead, "zset"),
+            "completed" => (&k.completed, "zset"),
             other => return Err(BrokerError::Reply { op: "purge", detail: format!("unknown state {other}") }),
         };
-        let keys = [key.as_str(), &k.jobs, &k.attempts, &k.errors];
+        let keys = [key.as_str(), &k.jobs, &k.attempts, &k.errors, &k.history, &k.results];
         let v =
             eval(&self.client, &self.scripts.purge, "purge", &keys, vec![kind.into(), Value::Integer(limit as i64)])
                 .await?;
@@ -476,13 +560,24 @@ impl Broker {
     /// Cancels a job that has not started. A pending job is looked for
     /// among the [`CANCEL_REACH`] oldest and newest of its queue.
     pub async fn cancel(&self, k: &QueueKeys, id: &str) -> Result<Cancel, BrokerError> {
-        let keys = [&*k.pending, &k.scheduled, &k.inflight, &k.dead, &k.jobs, &k.attempts, &k.errors];
+        let keys = [
+            &*k.pending,
+            &k.scheduled,
+            &k.inflight,
+            &k.dead,
+            &k.jobs,
+            &k.attempts,
+            &k.errors,
+            &k.history,
+            &k.completed,
+        ];
         let args = vec![id.into(), Value::Integer(CANCEL_REACH as i64)];
         let v = eval(&self.client, &self.scripts.cancel, "cancel", &keys, args).await?;
         Ok(match v.as_i64() {
             Some(1) => Cancel::Cancelled,
             Some(2) => Cancel::Running,
             Some(3) => Cancel::Dead,
+            Some(5) => Cancel::Completed,
             Some(4) => Cancel::TooDeep,
             Some(0) => Cancel::NotFound,
             _ => return Err(BrokerError::reply("cancel", &v)),
@@ -504,6 +599,10 @@ impl Broker {
             k.attempts,
             k.leases,
             k.errors,
+            k.completed,
+            k.results,
+            k.history,
+            k.retention,
             k.stats,
             k.paused,
             k.signal,
@@ -518,6 +617,48 @@ impl Broker {
     }
 
     /// True while `k`'s queue is paused.
+    /// The retention in force for `queue` (defaults for what is not set).
+    pub async fn retention(&self, k: &QueueKeys) -> Result<Retention, BrokerError> {
+        let v: Vec<Option<u64>> = self
+            .client
+            .hmget(&k.retention, vec!["dead_max", "dead_ttl", "completed_max", "completed_ttl"])
+            .await
+            .map_err(|e| BrokerError::redis("read retention", e))?;
+        let d = crate::retention::DEFAULT;
+        let get = |i: usize| v.get(i).copied().flatten();
+        Ok(Retention {
+            dead_max: get(0).unwrap_or(d.dead_max),
+            dead_ttl: get(1).map(Duration::from_millis).unwrap_or(d.dead_ttl),
+            completed_max: get(2).unwrap_or(d.completed_max),
+            completed_ttl: get(3).map(Duration::from_millis).unwrap_or(d.completed_ttl),
+        })
+    }
+
+    /// Stores a change to `queue`'s retention; every process reads it at
+    /// its next write. (Trimming to it is [`Broker::trim`].)
+    pub async fn set_retention(&self, k: &QueueKeys, update: &RetentionUpdate) -> Result<(), BrokerError> {
+        let fields = update.fields();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .hset::<i64, _, _>(&k.retention, fields)
+            .await
+            .map(|_| ())
+            .map_err(|e| BrokerError::redis("set retention", e))
+    }
+
+    /// Applies `queue`'s retention to its dead and completed sets, at most
+    /// `limit` jobs of each: (dead trimmed, completed trimmed).
+    pub async fn trim(&self, k: &QueueKeys, limit: usize) -> Result<(u64, u64), BrokerError> {
+        let keys = [&*k.dead, &k.completed, &k.jobs, &k.attempts, &k.errors, &k.results, &k.history, &k.retention];
+        let v = eval(&self.client, &self.scripts.trim, "trim", &keys, vec![Value::Integer(limit as i64)]).await?;
+        match ints("trim", v)?[..] {
+            [d, c] => Ok((d as u64, c as u64)),
+            ref other => Err(BrokerError::Reply { op: "trim", detail: format!("{other:?}") }),
+        }
+    }
+
     pub async fn is_paused(&self, k: &QueueKeys) -> Result<bool, BrokerError> {
         self.client.exists::<u64, _>(&k.paused).await.map(|n| n > 0).map_err(|e| BrokerError::redis("pause", e))
     }
@@ -542,8 +683,8 @@ impl Broker {
         visibility: Duration,
         jobs: &[StartCheck],
     ) -> Result<Vec<Start>, BrokerError> {
-        let mut keys: Vec<&str> = Vec::with_capacity(2 + jobs.len());
-        keys.extend([k.leases.as_str(), &k.attempts]);
+        let mut keys: Vec<&str> = Vec::with_capacity(3 + jobs.len());
+        keys.extend([k.leases.as_str(), &k.attempts, &k.history]);
         let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
         args.push(Value::Integer(visibility.as_millis() as i64));
         args.push(Value::Integer(jobs.len() as i64));
@@ -658,6 +799,13 @@ fn per_job(op: &'static str, v: Value, n: usize) -> Result<Vec<i64>, BrokerError
         return Err(BrokerError::Reply { op, detail: format!("{} results for {n} jobs", out.len()) });
     }
     Ok(out)
+}
+
+/// One flag per job, then the number of jobs trimmed.
+fn settled(op: &'static str, v: Value, n: usize) -> Result<Settled, BrokerError> {
+    let mut out = per_job(op, v, n + 1)?;
+    let trimmed = out.pop().unwrap_or(0) as u64;
+    Ok(Settled { done: out.into_iter().map(|i| i == 1).collect(), trimmed })
 }
 
 fn flags(op: &'static str, v: Value, n: usize) -> Result<Vec<bool>, BrokerError> {

@@ -20,7 +20,7 @@ macro_rules! scripts {
 
         impl Scripts {
             pub fn new() -> Self {
-                Scripts { $($field: Script::from_lua(include_str!(concat!("../../lua/", $file))),)* }
+                Scripts { $($field: Script::from_lua(source(include_str!(concat!("../../lua/", $file)))),)* }
             }
 
             fn all(&self) -> Vec<&Script> {
@@ -46,6 +46,21 @@ scripts! {
     lock_release => "lock-release.lua",
     start => "start.lua",
     rate_limit => "rate-limit.lua",
+    trim => "trim.lua",
+    find => "find.lua",
+}
+
+/// A script's source with its `-- @include retain` line replaced by the
+/// shared retention functions, their defaults filled in from Rust's.
+fn source(text: &str) -> String {
+    use crate::retention as r;
+    let lib = include_str!("../../lua/lib/retain.lua")
+        .replace("@DEAD_MAX@", &r::DEFAULT.dead_max.to_string())
+        .replace("@DEAD_TTL@", &r::DEFAULT.dead_ttl.as_millis().to_string())
+        .replace("@COMPLETED_MAX@", &r::DEFAULT.completed_max.to_string())
+        .replace("@COMPLETED_TTL@", &r::DEFAULT.completed_ttl.as_millis().to_string())
+        .replace("@HISTORY_MAX@", &r::HISTORY_MAX.to_string());
+    text.replace("-- @include retain\n", &lib)
 }
 
 impl Default for Scripts {

@@ -1,4 +1,4 @@
-//! `dtq admin`: requeue, purge, cancel, pause, resume, delete-queue.
+//! `dtq admin`: requeue, purge, cancel, pause, resume, retention, delete-queue.
 //!
 //! One rule for every command that names a job: it is looked for in every
 //! queue, `--queue` narrows the search, and an id found in several queues is
@@ -12,6 +12,7 @@
 use super::{out, usage, Unchanged};
 use crate::broker::{Broker, Cancel, JobInfo, QueueStats, CANCEL_REACH};
 use crate::cli::{AdminCommand, Global};
+use crate::retention::RetentionUpdate;
 use anyhow::Result;
 use serde_json::json;
 
@@ -46,10 +47,10 @@ pub async fn run(g: &Global, c: AdminCommand) -> Result<()> {
             }
             Ok(())
         }
-        AdminCommand::Purge { queue, dead, pending, scheduled, all, dry_run, json } => {
+        AdminCommand::Purge { queue, dead, pending, scheduled, completed, all, dry_run, json } => {
             let q = known(&broker, &queue).await?;
             let k = broker.keys(&q);
-            let picked = [(pending, "pending"), (scheduled, "scheduled"), (dead, "dead")];
+            let picked = [(pending, "pending"), (scheduled, "scheduled"), (dead, "dead"), (completed, "completed")];
             let stats = broker.queue_stats(&q).await?;
             let mut purged = serde_json::Map::new();
             for (_, state) in picked.into_iter().filter(|(on, _)| *on || all) {
@@ -80,6 +81,7 @@ pub async fn run(g: &Global, c: AdminCommand) -> Result<()> {
                     "dead",
                     format!("job {id} in queue {q} is dead-lettered; nothing changed (use admin purge or requeue)"),
                 ),
+                Cancel::Completed => ("completed", format!("job {id} in queue {q} has completed; nothing changed")),
                 Cancel::TooDeep => (
                     "too_deep",
                     format!(
@@ -123,6 +125,61 @@ pub async fn run(g: &Global, c: AdminCommand) -> Result<()> {
             }
             let line = if was { format!("resumed queue {q}") } else { format!("queue {q} was not paused") };
             say(json, json!({"command": "resume", "queue": q, "changed": was}), line)
+        }
+        AdminCommand::Retention { name, queue, dead_max, dead_ttl, completed_max, completed_ttl, create, json } => {
+            let q = name.or(queue).expect("clap requires one");
+            let k = broker.keys(&q);
+            let update = RetentionUpdate { dead_max, dead_ttl, completed_max, completed_ttl };
+            if !create || update.is_empty() {
+                known(&broker, &q).await?;
+            }
+            let mut trimmed = (0, 0);
+            if !update.is_empty() {
+                broker.register_queue(&q).await?;
+                broker.set_retention(&k, &update).await?;
+                // Lowered limits apply now, not at the next write.
+                loop {
+                    let (d, c) = broker.trim(&k, BATCH).await?;
+                    trimmed = (trimmed.0 + d, trimmed.1 + c);
+                    if d < BATCH as u64 && c < BATCH as u64 {
+                        break;
+                    }
+                }
+            }
+            let r = broker.retention(&k).await?;
+            if json {
+                return out(json!({
+                    "command": "retention",
+                    "queue": q,
+                    "retention": r,
+                    "changed": !update.is_empty(),
+                    "trimmed": {"dead": trimmed.0, "completed": trimmed.1},
+                }));
+            }
+            let d = crate::retention::DEFAULT;
+            let note = |same: bool| if same { "  (default)" } else { "" };
+            let age = |t: std::time::Duration| humantime::format_duration(t).to_string();
+            out(format!("retention of queue {q}:"))?;
+            out(format!(
+                "  dead-letter  at most {} jobs, for {}{}",
+                super::table::digits(r.dead_max),
+                age(r.dead_ttl),
+                note(r.dead_max == d.dead_max && r.dead_ttl == d.dead_ttl)
+            ))?;
+            if r.completed_max == 0 {
+                out(format!("  completed    none kept{}", note(false)))?;
+            } else {
+                out(format!(
+                    "  completed    at most {} jobs, for {}{}",
+                    super::table::digits(r.completed_max),
+                    age(r.completed_ttl),
+                    note(r.completed_max == d.completed_max && r.completed_ttl == d.completed_ttl)
+                ))?;
+            }
+            if trimmed != (0, 0) {
+                out(format!("trimmed {} dead and {} completed job(s)", trimmed.0, trimmed.1))?;
+            }
+            Ok(())
         }
         AdminCommand::DeleteQueue { queue, force, dry_run, json } => {
             let q = known(&broker, &queue).await?;
@@ -187,16 +244,30 @@ async fn requeue_one(broker: &Broker, id: &str, queue: Option<&str>, dry_run: bo
 /// The one job named `id` (in `queue`, or in every queue): exit 2 when no
 /// queue or several hold it.
 pub(super) async fn the_job(broker: &Broker, id: &str, queue: Option<&str>) -> Result<JobInfo> {
+    match lookup(broker, id, queue).await? {
+        Some(job) => Ok(job),
+        None => usage(not_found(id, queue)),
+    }
+}
+
+/// What to say of a job that is not there.
+pub(super) fn not_found(id: &str, queue: Option<&str>) -> String {
+    match queue {
+        Some(q) => format!("job {id:?} not found in queue {q}"),
+        None => format!("job {id:?} not found in any queue"),
+    }
+}
+
+/// The job named `id` (in `queue`, or in every queue), if any: exit 2 when
+/// several queues hold it, or `queue` does not exist.
+pub(super) async fn lookup(broker: &Broker, id: &str, queue: Option<&str>) -> Result<Option<JobInfo>> {
     if let Some(q) = queue {
         known(broker, q).await?;
     }
     let mut found = broker.find_job(id, queue).await?;
     match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => usage(match queue {
-            Some(q) => format!("job {id:?} not found in queue {q}"),
-            None => format!("job {id:?} not found in any queue"),
-        }),
+        0 => Ok(None),
+        1 => Ok(Some(found.remove(0))),
         _ => {
             let queues: Vec<String> = found.iter().map(|j| format!("{} ({})", j.queue, j.state)).collect();
             usage(format!("job {id:?} is in several queues: {}; say which with --queue", queues.join(", ")))
@@ -217,6 +288,7 @@ fn count(s: &QueueStats, state: &str) -> u64 {
     match state {
         "pending" => s.pending,
         "scheduled" => s.scheduled,
+        "completed" => s.completed,
         _ => s.dead,
     }
 }

@@ -73,7 +73,7 @@ impl Handler for BenchHandler {
             let _ = r.started.lock().unwrap_or_else(|p| p.into_inner()).record(r.since(t));
             r.running.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id.clone(), t);
         }
-        Box::pin(async { Ok(()) })
+        Box::pin(async { Ok(None) })
     }
 }
 

@@ -1,7 +1,9 @@
 //! `dtq inspect`: tables for people, `--json` for scripts.
 
 use super::out;
-use crate::cli::{Global, InspectCommand};
+use super::table::{age, cut, digits, escape, none, Col, Table};
+use crate::broker::{Broker, Filter, Finished, FinishedJob, JobInfo};
+use crate::cli::{FinishedArgs, Global, InspectCommand};
 use anyhow::Result;
 use std::collections::BTreeMap;
 
@@ -17,107 +19,164 @@ pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
             if json {
                 return out(serde_json::json!({ "queues": queues }));
             }
-            out(format!(
-                "{:<24} {:>10} {:>9} {:>10} {:>8} {:>12} {:>10}  {}",
-                "QUEUE", "PENDING", "INFLIGHT", "SCHEDULED", "DEAD", "PROCESSED", "FAILED", "STATE"
-            ))?;
-            for (q, s) in &queues {
-                out(format!(
-                    "{:<24} {:>10} {:>9} {:>10} {:>8} {:>12} {:>10}  {}",
-                    q,
-                    s.pending,
-                    s.inflight,
-                    s.scheduled,
-                    s.dead,
-                    s.processed,
-                    s.failed,
-                    if s.paused { "paused" } else { "active" }
-                ))?;
-            }
             if queues.is_empty() {
-                out("(no queues yet)")?;
+                return out(none("queues yet"));
             }
-            Ok(())
+            let mut t = Table::new(&[
+                Col::Text("QUEUE", 32),
+                Col::Num("PENDING"),
+                Col::Num("INFLIGHT"),
+                Col::Num("SCHEDULED"),
+                Col::Num("DEAD"),
+                Col::Num("COMPLETED"),
+                Col::Num("PROCESSED"),
+                Col::Num("FAILED ATTEMPTS"),
+                Col::Num("OLDEST PENDING"),
+                Col::Rest("STATE"),
+            ]);
+            for (q, s) in &queues {
+                t.row(vec![
+                    q.clone(),
+                    digits(s.pending),
+                    digits(s.inflight),
+                    digits(s.scheduled),
+                    digits(s.dead),
+                    digits(s.completed),
+                    digits(s.processed),
+                    digits(s.failed),
+                    s.oldest_pending_age_ms.map(age).unwrap_or_else(|| "-".into()),
+                    if s.paused { "paused" } else { "active" }.into(),
+                ]);
+            }
+            t.lines().into_iter().try_for_each(out)
         }
         InspectCommand::Queues => {
-            for q in broker.queues().await? {
-                out(q)?;
+            let queues = broker.queues().await?;
+            if queues.is_empty() {
+                return out(none("queues yet"));
             }
-            Ok(())
+            queues.into_iter().try_for_each(out)
         }
-        InspectCommand::DeadLetter { queue, limit, json } => {
-            let queues = match queue {
-                Some(q) => vec![q],
-                None => broker.queues().await?,
-            };
-            let mut dead = Vec::new();
-            for q in &queues {
-                dead.extend(broker.dead_letters(q, limit).await?);
-            }
-            // RFC 3339 UTC strings sort chronologically.
-            dead.sort_by(|a, b| b.died_at.cmp(&a.died_at));
-            dead.truncate(limit);
-            if json {
-                return out(serde_json::to_string(&dead)?);
-            }
-            out(format!(
-                "{:<28} {:<14} {:<12} {:>8}  {:<24} {}",
-                "ID", "QUEUE", "KIND", "ATTEMPTS", "DIED AT", "ERROR"
-            ))?;
-            for d in &dead {
-                out(format!(
-                    "{:<28} {:<14} {:<12} {:>8}  {:<24} {}",
-                    d.id,
-                    d.queue,
-                    d.kind.as_deref().unwrap_or("?"),
-                    d.attempts,
-                    d.died_at,
-                    d.error.as_deref().unwrap_or("")
-                ))?;
-            }
-            Ok(())
-        }
+        InspectCommand::DeadLetter(a) => list(&broker, Finished::Dead, a).await,
+        InspectCommand::Completed(a) => list(&broker, Finished::Completed, a).await,
         InspectCommand::Job { id, queue, json } => {
-            let info = super::admin::the_job(&broker, &id, queue.as_deref()).await?;
+            // An unknown id is a runtime answer (exit 1), not a usage error.
+            let Some(info) = super::admin::lookup(&broker, &id, queue.as_deref()).await? else {
+                anyhow::bail!(super::admin::not_found(&id, queue.as_deref()));
+            };
             if json {
                 return out(serde_json::to_string(&info)?);
             }
-            // Who and where first; each time named for what it is.
-            let at_label = match info.state.as_str() {
-                "inflight" => "lease until",
-                "scheduled" => "runs at",
-                "dead" => "died at",
-                _ => "at",
-            };
-            let attempts = match info.max_retries {
-                Some(m) => format!("{} started, {} allowed", info.attempts, u64::from(m) + 1),
-                None => format!("{} started", info.attempts),
-            };
-            let kind = if info.corrupt { "(corrupt body)".to_string() } else { info.kind.clone().unwrap_or_default() };
-            let rows: Vec<(&str, Option<String>)> = vec![
-                ("id", Some(escape(&info.id))),
-                ("queue", Some(info.queue.clone())),
-                ("state", Some(info.state.clone())),
-                ("kind", Some(escape(&kind))),
-                ("attempts", Some(attempts)),
-                (at_label, info.at.clone()),
-                ("enqueued at", info.enqueued_at.clone()),
-                ("idempotency key", info.idempotency_key.as_deref().map(escape)),
-                ("last error", info.error.as_deref().map(escape)),
-                ("payload", Some(info.payload.to_string())),
-            ];
-            for (label, value) in rows {
-                if let Some(v) = value {
-                    out(format!("{label:<16} {v}"))?;
-                }
-            }
-            Ok(())
+            show_job(&info)
         }
     }
 }
 
-/// Control characters shown escaped, so stored text cannot drive the
-/// operator's terminal.
-fn escape(s: &str) -> String {
-    s.chars().flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+/// `inspect dead-letter` and `inspect completed`: each queue's newest
+/// matches (filtered in Redis), merged newest first.
+async fn list(broker: &Broker, set: Finished, a: FinishedArgs) -> Result<()> {
+    let queues = match &a.queue {
+        Some(q) => vec![q.clone()],
+        None => broker.queues().await?,
+    };
+    let filter = Filter { kind: a.kind.clone(), search: a.search.clone(), since: a.since };
+    let filtered = filter.kind.is_some() || filter.search.is_some() || filter.since.is_some();
+    let limit = a.limit as usize;
+    let mut jobs: Vec<FinishedJob> = Vec::new();
+    let mut total = 0;
+    for q in &queues {
+        jobs.extend(broker.finished_matching(q, set, &filter, limit).await?);
+        let s = broker.queue_stats(q).await?;
+        total += if set == Finished::Dead { s.dead } else { s.completed };
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.finished_ms));
+    jobs.truncate(limit);
+    if a.json {
+        return out(serde_json::to_string(&jobs)?);
+    }
+    let what = if set == Finished::Dead { "dead-lettered jobs" } else { "completed jobs" };
+    if jobs.is_empty() {
+        return out(none(&if filtered { format!("{what} match") } else { what.to_string() }));
+    }
+    let last = if set == Finished::Dead { Col::Rest("ERROR") } else { Col::Rest("RESULT") };
+    let mut t = Table::new(&[
+        Col::Text("ID", 28),
+        Col::Text("QUEUE", 16),
+        Col::Text("KIND", 16),
+        Col::Num("ATTEMPTS"),
+        Col::Text(if set == Finished::Dead { "DIED AT" } else { "FINISHED AT" }, 24),
+        last,
+    ]);
+    for j in &jobs {
+        let detail = match set {
+            Finished::Dead => j.error.clone().unwrap_or_default(),
+            Finished::Completed => j.result.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+        };
+        t.row(vec![
+            j.id.clone(),
+            j.queue.clone(),
+            if j.corrupt { "(corrupt body)".into() } else { j.kind.clone().unwrap_or_default() },
+            digits(j.attempts),
+            j.finished_at.clone(),
+            cut(&detail, 120),
+        ]);
+    }
+    t.lines().into_iter().try_for_each(out)?;
+    let shown = digits(jobs.len() as u64);
+    if filtered {
+        out(format!("showing {shown} match(es) of {} {what}", digits(total)))
+    } else {
+        out(format!("showing {shown} of {} {what}", digits(total)))
+    }
+}
+
+/// Who and where first; each time named for what it is; then the history.
+fn show_job(info: &JobInfo) -> Result<()> {
+    let attempts = match info.max_retries {
+        Some(m) => format!("{} started, {} allowed", info.attempts, u64::from(m) + 1),
+        None => format!("{} started", info.attempts),
+    };
+    let kind = if info.corrupt { "(corrupt body)".to_string() } else { info.kind.clone().unwrap_or_default() };
+    let finished = if info.state == "dead" { "died at" } else { "finished at" };
+    let rows: Vec<(&str, Option<String>)> = vec![
+        ("id", Some(escape(&info.id))),
+        ("queue", Some(info.queue.clone())),
+        ("state", Some(info.state.clone())),
+        ("kind", Some(escape(&kind))),
+        ("attempts", Some(attempts)),
+        ("runs at", info.run_at.clone()),
+        ("lease until", info.lease_until.clone()),
+        (finished, info.finished_at.clone()),
+        ("enqueued at", info.enqueued_at.clone()),
+        ("idempotency key", info.idempotency_key.as_deref().map(escape)),
+        ("last error", info.error.as_deref().map(escape)),
+        ("payload", Some(info.payload.to_string())),
+        ("result", info.result.as_ref().map(|r| escape(&r.to_string()))),
+    ];
+    for (label, value) in rows {
+        if let Some(v) = value {
+            out(format!("{label:<16} {v}"))?;
+        }
+    }
+    if info.history.is_empty() {
+        return Ok(());
+    }
+    out("history")?;
+    let mut t = Table::new(&[
+        Col::Num("ATTEMPT"),
+        Col::Text("STARTED AT", 24),
+        Col::Text("FINISHED AT", 24),
+        Col::Text("OUTCOME", 8),
+        Col::Rest("ERROR"),
+    ]);
+    for h in &info.history {
+        t.row(vec![
+            h.attempt.to_string(),
+            h.started_at.clone(),
+            h.finished_at.clone().unwrap_or_else(|| "-".into()),
+            h.outcome.clone(),
+            cut(h.error.as_deref().unwrap_or(""), 200),
+        ]);
+    }
+    t.lines().into_iter().try_for_each(|l| out(format!("  {l}")))
 }

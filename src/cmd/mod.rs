@@ -7,6 +7,7 @@ mod bench;
 mod inspect;
 pub mod produce;
 mod reap;
+mod table;
 mod work;
 
 use crate::broker::{connect::parse_target, Broker, TlsFiles};

@@ -34,8 +34,15 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         idempotency_key: a.idempotency_key.clone(),
     };
     let batch = a.batch_size as usize;
+    // With --wait, what is printed is each job's end (one JSON object a job
+    // with --json), not its enqueue.
+    let wait = a.wait.then_some(a.wait_timeout);
+    let json = a.json && wait.is_none();
     if let Some(path) = &a.file {
         let specs = read_specs(path)?;
+        if wait.is_some() && specs.len() > MAX_WAIT {
+            return usage(format!("--wait waits for at most {MAX_WAIT} jobs; this file has {}", specs.len()));
+        }
         let broker = super::connect(g).await?;
         let total = specs.len();
         // Group by queue, remembering each job's input position for output.
@@ -60,10 +67,14 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
             }
         }
         let done = results.iter().flatten().count();
-        report(a.json, results.into_iter().flatten())?;
-        match failed {
-            None => Ok(()),
-            Some(e) => Err(partial(e, done, total as u64, a.json)),
+        let ended: Vec<(String, String, bool)> = results.into_iter().flatten().collect();
+        if !(a.json && wait.is_some()) {
+            report(json, ended.iter().cloned())?;
+        }
+        match (failed, wait) {
+            (Some(e), _) => Err(partial(e, done, total as u64, json)),
+            (None, Some(timeout)) => wait_for(&broker, ended, timeout, a.json).await,
+            (None, None) => Ok(()),
         }
     } else {
         let kind = a.kind.clone().unwrap_or_default();
@@ -76,19 +87,25 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         if size > job::MAX_SPEC_BYTES {
             return usage(format!("--payload is {size} bytes, over the 1 MiB limit"));
         }
+        if wait.is_some() && a.count > MAX_WAIT as u64 {
+            return usage(format!("--wait waits for at most {MAX_WAIT} jobs, not --count {}", a.count));
+        }
         let broker = super::connect(g).await?;
         let queue = defaults.queue.clone();
         let jobs = (0..a.count).map(|_| defaults.new_job(&broker, &queue, spec.clone()));
         let mut enqueued = 0u64;
         let mut duplicates = 0u64;
-        let json = a.json;
         let mut write_err = None;
         let mut last_id = String::new();
+        let mut ended = Vec::new();
         let r = enqueue_all(&broker, &queue, jobs, batch, |job, ok| {
             if ok {
                 enqueued += 1
             } else {
                 duplicates += 1
+            }
+            if wait.is_some() {
+                ended.push((job.id.clone(), queue.clone(), ok));
             }
             if a.count == 1 {
                 last_id.clone_from(&job.id);
@@ -101,15 +118,115 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         if let Some(e) = write_err {
             return Err(e);
         }
-        if !json && a.count == 1 && r.is_ok() {
+        if !a.json && a.count == 1 && r.is_ok() {
             // One job: its id is what the user needs next (inspect job ID).
             let what = if enqueued == 1 { "enqueued job" } else { "duplicate: job already exists or completed:" };
             out(format!("{what} {last_id} (queue {queue})"))?;
-        } else if !json {
+        } else if !a.json {
             summary(enqueued, duplicates)?;
         }
-        r.map_err(|e| partial(e, (enqueued + duplicates) as usize, a.count, json))
+        r.map_err(|e| partial(e, (enqueued + duplicates) as usize, a.count, json))?;
+        match wait {
+            Some(timeout) => wait_for(&broker, ended, timeout, a.json).await,
+            None => Ok(()),
+        }
     }
+}
+
+/// Most jobs one `produce --wait` waits for.
+const MAX_WAIT: usize = 10_000;
+
+/// Waits until every job is dead or completed, or `timeout` passes,
+/// printing each job's end as it comes; exit 1 (an error) if any ended dead
+/// or is still running at the timeout. Polls the unfinished ones, less
+/// often the longer the wait.
+async fn wait_for(
+    broker: &Broker,
+    jobs: Vec<(String, String, bool)>,
+    timeout: std::time::Duration,
+    json: bool,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut open: Vec<(String, String, bool)> = jobs;
+    let mut dead = 0usize;
+    let mut poll = std::time::Duration::from_millis(20);
+    loop {
+        let looks = futures::future::join_all(open.iter().map(|(id, q, _)| broker.job_in(id, q))).await;
+        let mut still = Vec::new();
+        for ((id, q, ok), info) in open.into_iter().zip(looks) {
+            let info = info?;
+            match &info {
+                Some(j) if !j.is_finished() => still.push((id, q, ok)),
+                _ => {
+                    dead += info.as_ref().is_some_and(|j| j.state == "dead") as usize;
+                    print_end(&id, &q, ok, info.as_ref(), json)?;
+                }
+            }
+        }
+        open = still;
+        if open.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() + poll > deadline {
+            for (id, q, ok) in &open {
+                let state = broker.job_in(id, q).await?.map(|j| j.state).unwrap_or_default();
+                if json {
+                    out(end_json(id, q, ok, &state, None, None))?;
+                } else {
+                    out(format!("job {id} (queue {q}) still {state} after {}", humantime::format_duration(timeout)))?;
+                }
+            }
+            break;
+        }
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(std::time::Duration::from_secs(1));
+    }
+    match (dead, open.len()) {
+        (0, 0) => Ok(()),
+        (d, 0) => Err(anyhow::anyhow!("{d} job(s) ended dead-lettered")),
+        (d, n) => Err(anyhow::anyhow!(
+            "{n} job(s) not finished within --wait-timeout {}{}",
+            humantime::format_duration(timeout),
+            if d > 0 { format!("; {d} ended dead-lettered") } else { String::new() }
+        )),
+    }
+}
+
+fn end_json(
+    id: &str,
+    queue: &str,
+    enqueued: &bool,
+    state: &str,
+    result: Option<&serde_json::Value>,
+    error: Option<&str>,
+) -> String {
+    serde_json::json!({
+        "id": id,
+        "queue": queue,
+        "status": if *enqueued { "enqueued" } else { "duplicate" },
+        "state": state,
+        "result": result,
+        "error": error,
+    })
+    .to_string()
+}
+
+/// One job's end. A job no longer stored is reported `gone`: it completed
+/// and its queue keeps no completed jobs, or it was deleted.
+fn print_end(id: &str, queue: &str, enqueued: bool, info: Option<&crate::broker::JobInfo>, json: bool) -> Result<()> {
+    let state = info.map_or("gone", |j| j.state.as_str());
+    let result = info.and_then(|j| j.result.as_ref());
+    let error = info.filter(|j| j.state == "dead").and_then(|j| j.error.as_deref());
+    if json {
+        return out(end_json(id, queue, &enqueued, state, result, error));
+    }
+    let detail = match (state, result, error) {
+        ("dead", _, Some(e)) => format!(": {e}"),
+        (_, Some(r), _) => format!(": {r}"),
+        ("gone", ..) => " (no longer stored: completed and not retained, or deleted)".to_string(),
+        _ => String::new(),
+    };
+    out(super::table::escape(&format!("job {id} (queue {queue}) {state}{detail}")))
 }
 
 /// The error of an interrupted produce, saying how far it got: every job

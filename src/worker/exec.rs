@@ -8,9 +8,17 @@
 //! the grace, and whatever is left of the group is killed when the attempt
 //! ends. The child's environment is an allow-list, never the worker's own
 //! (which holds `DTQ_REDIS_URL` and its password).
+//!
+//! A child returns a result by writing it to the file named in
+//! `DTQ_RESULT_FILE` (its stdout stays the child's own, for logs): the file
+//! is in a directory private to the worker (mode 0700), read after a
+//! successful exit and removed however the attempt ends.
 
-use super::handler::{CancelReason, Handler, HandlerError, HandlerFuture, JobContext};
+use super::handler::{CancelReason, Handler, HandlerError, HandlerFuture, JobContext, JobResult};
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -30,6 +38,58 @@ pub struct ExecHandler {
     argv: Vec<String>,
     /// Inherited variables (name, value), read once at start.
     env: Vec<(String, String)>,
+    results: Arc<ResultDir>,
+}
+
+/// The worker's private directory of result files, removed with the handler.
+#[derive(Debug)]
+struct ResultDir {
+    path: PathBuf,
+    next: AtomicU64,
+}
+
+impl ResultDir {
+    fn create() -> Result<Self, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::env::temp_dir().join(format!("dtq-results-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| format!("cannot create the directory for --exec results {}: {e}", path.display()))?;
+        Ok(ResultDir { path, next: AtomicU64::new(0) })
+    }
+
+    /// A fresh file name for one attempt; the file is removed when the
+    /// returned guard drops.
+    fn file(&self) -> ResultFile {
+        ResultFile(self.path.join(format!("result-{}", self.next.fetch_add(1, Ordering::Relaxed))))
+    }
+}
+
+impl Drop for ResultDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+struct ResultFile(PathBuf);
+
+impl ResultFile {
+    /// What the child wrote, if anything: at most one byte more than a
+    /// result may have, so a larger one is seen as such.
+    fn read(&self) -> JobResult {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let f = std::fs::File::open(&self.0).ok()?;
+        f.take(crate::retention::MAX_RESULT as u64 + 1).read_to_end(&mut out).ok()?;
+        (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl Drop for ResultFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl ExecHandler {
@@ -48,7 +108,7 @@ impl ExecHandler {
             .chain(pass_env.iter().cloned())
             .filter_map(|name| std::env::var(&name).ok().map(|v| (name, v)))
             .collect();
-        Ok(ExecHandler { argv, env })
+        Ok(ExecHandler { argv, env, results: Arc::new(ResultDir::create()?) })
     }
 }
 
@@ -124,6 +184,7 @@ impl Handler for ExecHandler {
     fn handle<'a>(&'a self, job: &'a JobContext) -> HandlerFuture<'a> {
         Box::pin(async move {
             let program = &self.argv[0];
+            let result = self.results.file();
             let mut child = Command::new(program)
                 .args(&self.argv[1..])
                 .env_clear()
@@ -133,6 +194,7 @@ impl Handler for ExecHandler {
                 .env("DTQ_KIND", &job.kind)
                 .env("DTQ_ATTEMPT", job.attempt.to_string())
                 .env("DTQ_IDEMPOTENCY_KEY", job.idempotency_key.as_deref().unwrap_or(&job.id))
+                .env("DTQ_RESULT_FILE", &result.0)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::inherit())
                 .stderr(Stdio::piped())
@@ -210,7 +272,7 @@ impl Handler for ExecHandler {
                 }
             };
             match status.code() {
-                Some(0) => Ok(()),
+                Some(0) => Ok(result.read()),
                 Some(EXIT_PERMANENT) => Err(HandlerError::permanent(why(&"exited with 65 (permanent failure)"))),
                 Some(code) => Err(HandlerError::retry(why(&format!("exited with {code}")))),
                 None => Err(HandlerError::retry(why(&"was killed by a signal"))),

@@ -102,8 +102,13 @@ impl HandlerError {
     }
 }
 
+/// What a handler that succeeded returns: its result, if any, kept with
+/// the completed job while the queue's retention keeps it (at most
+/// [`crate::retention::MAX_RESULT`] bytes; a larger one is not kept).
+pub type JobResult = Option<String>;
+
 /// The future a handler returns.
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<JobResult, HandlerError>> + Send + 'a>>;
 
 /// Runs jobs. Implement it to embed dtq's worker in another Rust program.
 /// When an attempt must stop (its lease is lost, its timeout passes, or the
@@ -115,7 +120,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// The built-in kinds: `noop`, `sleep` (`{"ms": N}`), `fail` (`{"p": 0.3}`)
-/// and `echo`. Any other kind is a permanent failure.
+/// and `echo` (logs its payload and returns it as its result). Any other kind is a permanent failure.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Builtin;
 
@@ -150,23 +155,24 @@ impl Handler for Builtin {
     fn handle<'a>(&'a self, job: &'a JobContext) -> HandlerFuture<'a> {
         Box::pin(async move {
             match job.kind.as_str() {
-                "noop" => Ok(()),
+                "noop" => Ok(None),
                 "sleep" => {
                     let a: SleepArgs = args(job);
                     tokio::time::sleep(Duration::from_millis(a.ms)).await;
-                    Ok(())
+                    Ok(None)
                 }
                 "fail" => {
                     let a: FailArgs = args(job);
                     if fastrand::f64() < a.p {
                         Err(HandlerError::retry(format!("fail: injected failure (p={})", a.p)))
                     } else {
-                        Ok(())
+                        Ok(None)
                     }
                 }
                 "echo" => {
                     tracing::info!(payload = %job.payload.get(), "echo");
-                    Ok(())
+                    // Its result is its payload.
+                    Ok(Some(job.payload.get().to_string()))
                 }
                 other => Err(HandlerError::permanent(format!("no handler for kind \"{other}\""))),
             }

@@ -79,8 +79,9 @@ impl HttpHandler {
     }
 }
 
-/// Most bytes of a response body read (the rest is not waited for).
-const MAX_BODY: usize = 64 * 1024;
+/// Most bytes of a response body read (the rest is not waited for): one
+/// more than a result may have, so a larger one is seen as such.
+const MAX_BODY: usize = crate::retention::MAX_RESULT + 1;
 /// Longest `Retry-After` honoured; the worker clamps it to `--backoff-max` too.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -151,7 +152,8 @@ impl Handler for HttpHandler {
                 reason = job.cancel.cancelled() => return Err(HandlerError::retry(format!("POST {url}: aborted ({reason:?})"))),
             };
             if status.is_success() {
-                return Ok(());
+                // The 2xx body is the job's result.
+                return Ok((!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned()));
             }
             let excerpt: String = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
             let excerpt: String = excerpt.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();

@@ -58,7 +58,7 @@ pub(super) async fn execute(
     }
     let corrupt = |why: String| {
         tracing::error!(id = %lease.id, queue = %slot.name, error = %why, "dead-lettering a job whose body cannot be read");
-        Op::Fail(FailTo::Dead, format!("corrupt job body: {why}"), job.attempt)
+        Op::Fail { to: FailTo::Dead, error: format!("corrupt job body: {why}"), attempt: job.attempt, timed_out: false }
     };
     let Some(body) = job.body else {
         let op = corrupt("missing".to_string());
@@ -147,7 +147,7 @@ async fn run_stages(
         }
         Ok(Start::Completed) => {
             tracing::info!("duplicate: idempotency key already completed; acknowledging without running");
-            return (lease, Op::Ack(markers), None);
+            return (lease, Op::Ack { markers, result: None }, None);
         }
         Ok(Start::Held) => {
             tracing::debug!("idempotency key held by another execution; deferring");
@@ -222,6 +222,7 @@ async fn run_stages(
     ahead.ran_for(started.elapsed());
 
     // 6. Settlement.
+    let timed_out = stopped == Some(CancelReason::Timeout);
     let error = match (stopped, finished) {
         (Some(CancelReason::LeaseLost), _) => {
             tracing::warn!("attempt stopped: its lease was lost or could not be renewed in time; its result is discarded and the job runs again");
@@ -234,10 +235,21 @@ async fn run_stages(
             tracing::info!("shutdown grace over; handing the job back");
             return (lease, release(Duration::ZERO, Some(attempt)), Some(permit));
         }
-        (None, Some(Ok(Ok(())))) => {
+        (None, Some(Ok(Ok(result)))) => {
             shared.breakers.record(ticket, true);
             tracing::debug!(elapsed = ?started.elapsed(), "done");
-            return (lease, Op::Ack(markers), Some(permit));
+            let result = result.filter(|r| {
+                let fits = r.len() <= crate::retention::MAX_RESULT;
+                if !fits {
+                    tracing::warn!(
+                        bytes = r.len(),
+                        max = crate::retention::MAX_RESULT,
+                        "the job's result is over the limit; not kept"
+                    );
+                }
+                fits
+            });
+            return (lease, Op::Ack { markers, result }, Some(permit));
         }
         (None, Some(Ok(Err(e)))) => e,
         (None, Some(Err(panic))) => HandlerError::retry(format!("handler panicked: {}", panic_message(&panic))),
@@ -263,7 +275,7 @@ async fn run_stages(
         FailTo::Dead => tracing::error!(error = error.message(), "failed; dead-lettering"),
         FailTo::RetryIn(ms) => tracing::warn!(error = error.message(), retry_in_ms = ms, "failed; will retry"),
     }
-    (lease, Op::Fail(to, error.message().to_string(), attempt), Some(permit))
+    (lease, Op::Fail { to, error: error.message().to_string(), attempt, timed_out }, Some(permit))
 }
 
 /// The message of a caught panic.

@@ -6,8 +6,9 @@
 //! stuck queue holds up no other; while a queue cannot write its outcomes
 //! the worker takes no new jobs (`Shared::stalled`) and `/ready` says so.
 
+use super::handler::JobResult;
 use super::Shared;
-use crate::broker::{BrokerError, FailTo, LeaseRef};
+use crate::broker::{BrokerError, Completion, FailTo, Failure, LeaseRef, Settled};
 use crate::metrics::KindMetrics;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -32,10 +33,11 @@ const MAX_PERMANENT_TRIES: u32 = 3;
 /// What to do with a leased job.
 #[derive(Debug)]
 pub enum Op {
-    /// Completed; mark these idempotency keys completed.
-    Ack(Vec<String>),
-    /// A failed attempt: where it goes, its error, its number.
-    Fail(FailTo, String, u32),
+    /// Completed: mark these idempotency keys completed; keep the result.
+    Ack { markers: Vec<String>, result: JobResult },
+    /// A failed attempt: where it goes, its error, its number, and whether
+    /// it ran out of time.
+    Fail { to: FailTo, error: String, attempt: u32, timed_out: bool },
     /// Back without spending an attempt, visible after this many ms;
     /// `refund: Some(n)` gives back attempt n, whose handler started.
     Release { delay_ms: u64, refund: Option<u32> },
@@ -119,8 +121,8 @@ enum Group {
 
 fn group_of(op: &Op) -> Group {
     match op {
-        Op::Ack(_) => Group::Ack,
-        Op::Fail(..) => Group::Fail,
+        Op::Ack { .. } => Group::Ack,
+        Op::Fail { .. } => Group::Fail,
         Op::Release { .. } => Group::Release,
         Op::Abandon => Group::Abandon,
     }
@@ -141,25 +143,27 @@ fn transient(e: &BrokerError) -> bool {
     }
 }
 
-async fn write(shared: &Shared, qi: usize, group: Group, items: &[&Settle]) -> Result<Vec<bool>, BrokerError> {
+async fn write(shared: &Shared, qi: usize, group: Group, items: &[&Settle]) -> Result<Settled, BrokerError> {
     let keys = &shared.queues[qi].keys;
     let broker = &shared.broker;
     match group {
         Group::Ack => {
-            let jobs: Vec<(&LeaseRef, &[String])> = items
+            let jobs: Vec<Completion> = items
                 .iter()
                 .map(|s| match &s.op {
-                    Op::Ack(m) => (&s.lease, m.as_slice()),
+                    Op::Ack { markers, result } => Completion { lease: &s.lease, markers, result: result.as_deref() },
                     _ => unreachable!("grouped by op"),
                 })
                 .collect();
             broker.ack(keys, &jobs, shared.cfg.idempotency_window).await
         }
         Group::Fail => {
-            let jobs: Vec<(&LeaseRef, FailTo, &str, u32)> = items
+            let jobs: Vec<Failure> = items
                 .iter()
                 .map(|s| match &s.op {
-                    Op::Fail(to, e, attempt) => (&s.lease, *to, e.as_str(), *attempt),
+                    Op::Fail { to, error, attempt, timed_out } => {
+                        Failure { lease: &s.lease, to: *to, error, attempt: *attempt, timed_out: *timed_out }
+                    }
                     _ => unreachable!("grouped by op"),
                 })
                 .collect();
@@ -173,9 +177,9 @@ async fn write(shared: &Shared, qi: usize, group: Group, items: &[&Settle]) -> R
                     _ => unreachable!("grouped by op"),
                 })
                 .collect();
-            broker.release(keys, &jobs).await
+            broker.release(keys, &jobs).await.map(|done| Settled { done, trimmed: 0 })
         }
-        Group::Abandon => Ok(vec![false; items.len()]),
+        Group::Abandon => Ok(Settled { done: vec![false; items.len()], trimmed: 0 }),
     }
 }
 
@@ -213,27 +217,31 @@ async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle
         shared.status.set_outcomes_ok(true);
         tracing::info!(queue = %queue, "job outcomes written again; taking jobs");
     }
+    if let Some(Settled { trimmed: n @ 1.., .. }) = &results {
+        let state = if group == Group::Ack { "completed" } else { "dead" };
+        shared.queues[qi].metrics.trimmed(state).increment(*n);
+    }
     for (i, s) in items.iter().enumerate() {
         shared.unhold(qi, &s.lease);
-        let Some(results) = &results else { continue };
-        if !results[i] {
-            if matches!(s.op, Op::Ack(_) | Op::Fail(..)) {
+        let Some(Settled { done, .. }) = &results else { continue };
+        if !done[i] {
+            if matches!(s.op, Op::Ack { .. } | Op::Fail { .. }) {
                 tracing::warn!(id = %s.lease.id, queue = %queue, "late result discarded: the lease expired and the job was given to another worker");
             }
             continue;
         }
-        if let (Op::Ack(_), Some(hook)) = (&s.op, &shared.cfg.on_ack) {
+        if let (Op::Ack { .. }, Some(hook)) = (&s.op, &shared.cfg.on_ack) {
             (hook.0)(&s.lease.id);
         }
         match &s.op {
-            Op::Ack(_) => shared.tally.processed.fetch_add(1, Ordering::Relaxed),
-            Op::Fail(..) => shared.tally.failed.fetch_add(1, Ordering::Relaxed),
+            Op::Ack { .. } => shared.tally.processed.fetch_add(1, Ordering::Relaxed),
+            Op::Fail { .. } => shared.tally.failed.fetch_add(1, Ordering::Relaxed),
             _ => 0,
         };
         let Some(m) = &s.metrics else { continue };
         match &s.op {
-            Op::Ack(_) => m.processed.increment(1),
-            Op::Fail(to, ..) => {
+            Op::Ack { .. } => m.processed.increment(1),
+            Op::Fail { to, .. } => {
                 m.failed.increment(1);
                 match to {
                     FailTo::RetryIn(_) => m.retried.increment(1),
