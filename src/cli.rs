@@ -106,6 +106,9 @@ pub struct ProduceArgs {
     /// Payload JSON
     #[arg(long)]
     pub payload: Option<String>,
+    /// Id of the job (one job only; an id that exists is a duplicate)
+    #[arg(long, conflicts_with = "file")]
+    pub id: Option<String>,
     /// Number of identical jobs
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub count: u64,
@@ -441,6 +444,10 @@ pub struct BenchArgs {
     /// Queue to use (cleaned up afterwards)
     #[arg(long, default_value = "bench", value_parser = config::queue_name)]
     pub queue: String,
+    /// Completed jobs the bench queue keeps (as `admin retention
+    /// --completed-max`; 0 keeps none) [default: retention's default, 1000]
+    #[arg(long, conflicts_with = "no_workers")]
+    pub completed_max: Option<u64>,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,

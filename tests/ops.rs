@@ -6,20 +6,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
 use std::time::Duration;
-
-/// A plain HTTP GET: (status, body); status 0 if the connection failed.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
 
 /// Metric names (without histogram suffixes) in a Prometheus text scrape.
 fn names(scrape: &str) -> BTreeSet<String> {
@@ -228,7 +215,6 @@ fn json_logs_are_one_object_a_line_with_the_job_in_every_line() {
 
 #[test]
 fn the_ops_endpoint_cuts_off_slow_headers_and_caps_connections() {
-    use std::io::{Read, Write};
     let redis = Redis::shared();
     let d = Dtq::new(&redis, "opsbounds");
     let port = free_port();

@@ -211,6 +211,7 @@ fn serve(conn: std::net::TcpStream, seen: Arc<Mutex<Vec<HashMap<String, String>>
         seen.lock().unwrap().push(headers);
         let (status, extra) = match (kind.as_str(), attempt) {
             ("ok", _) => ("200 OK", ""),
+            ("result", _) => ("201 Created", "x-result: 1\r\n"),
             ("e500", 1) => ("500 Internal Server Error", ""),
             ("e500", _) => ("200 OK", ""),
             ("r429", 1) => ("429 Too Many Requests", "Retry-After: 2\r\n"),
@@ -226,12 +227,59 @@ fn serve(conn: std::net::TcpStream, seen: Arc<Mutex<Vec<HashMap<String, String>>
             }
             _ => ("404 Not Found", ""),
         };
-        let body = format!("{status}\n");
+        let body =
+            if extra.starts_with("x-result") { r#"{"charged":true}"#.to_string() } else { format!("{status}\n") };
         let resp = format!("HTTP/1.1 {status}\r\n{extra}content-length: {}\r\n\r\n{body}", body.len());
         if conn.write_all(resp.as_bytes()).is_err() {
             return;
         }
     }
+}
+
+#[test]
+fn each_kind_of_handler_returns_a_result() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "results");
+    let job =
+        |id: &str| -> serde_json::Value { serde_json::from_str(&d.ok(&["inspect", "job", id, "--json"])).unwrap() };
+    // --http: the 2xx response body.
+    let server = http_server();
+    d.ok(&["produce", "--kind", "result", "--id", "h"]);
+    let mut w = d.worker(&["--http", &server.url]);
+    wait_until(Duration::from_secs(10), || job("h")["state"] == "completed");
+    w.terminate(Duration::from_secs(10));
+    assert_eq!(job("h")["result"]["charged"], true);
+    // --exec: the file named in DTQ_RESULT_FILE; stdout stays the child's.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("handler.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'a log line'\ncase \"$DTQ_KIND\" in\n\
+         sum) printf '{\"sum\":3}' > \"$DTQ_RESULT_FILE\" ;;\n\
+         text) printf 'plain words' > \"$DTQ_RESULT_FILE\" ;;\n\
+         huge) head -c 70000 /dev/zero | tr '\\0' x > \"$DTQ_RESULT_FILE\" ;;\n\
+         esac\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    for (kind, id) in [("sum", "e1"), ("text", "e2"), ("huge", "e3"), ("none", "e4")] {
+        d.ok(&["produce", "--kind", kind, "--id", id]);
+    }
+    let w = d.worker(&["--exec", script.to_str().unwrap()]);
+    wait_until(Duration::from_secs(10), || (1..=4).all(|i| job(&format!("e{i}"))["state"] == "completed"));
+    assert_eq!(job("e1")["result"]["sum"], 3);
+    assert_eq!(job("e2")["result"], "plain words", "a result that is not JSON is kept as a string");
+    assert!(job("e3")["result"].is_null(), "over 64 KiB: not kept");
+    assert!(w.log_text().contains("the job's result is over the limit; not kept"), "{}", w.log_text());
+    assert!(job("e4")["result"].is_null(), "no file, no result");
+    // The worker's private result directory holds nothing once jobs end.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("dtq-results-{}-", w.pid())))
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

@@ -158,7 +158,7 @@ pub async fn run(g: &Global, c: AdminCommand) -> Result<()> {
             }
             let d = crate::retention::DEFAULT;
             let note = |same: bool| if same { "  (default)" } else { "" };
-            let age = |t: std::time::Duration| humantime::format_duration(t).to_string();
+            let age = super::table::span;
             out(format!("retention of queue {q}:"))?;
             out(format!(
                 "  dead-letter  at most {} jobs, for {}{}",

@@ -132,6 +132,10 @@ pub async fn run(g: &Global, a: BenchArgs) -> Result<()> {
             "queue {queue:?} already exists; bench with in-process workers needs a new queue"
         ));
     }
+    if let Some(n) = a.completed_max {
+        let update = crate::retention::RetentionUpdate { completed_max: Some(n), ..Default::default() };
+        broker.set_retention(&broker.keys(&queue), &update).await?;
+    }
     let result = match a.jobs {
         Some(n) => drain(&broker, &queue, n, &a).await,
         None => open_loop(&broker, &queue, &a).await,

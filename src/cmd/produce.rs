@@ -81,8 +81,14 @@ pub async fn run(g: &Global, a: ProduceArgs) -> Result<()> {
         let payload = a.payload.as_deref().unwrap_or("null");
         let payload: serde_json::Value = serde_json::from_str(payload)
             .map_err(|e| super::UsageError(format!("--payload is not valid JSON ({e}): {payload}")))?;
-        let spec = job::spec_from_value(serde_json::json!({ "kind": kind, "payload": payload }))
-            .map_err(|e| super::UsageError(format!("--kind/--payload: {e}")))?;
+        if a.id.is_some() && a.count > 1 {
+            return usage(format!("--id names one job, not --count {}", a.count));
+        }
+        let mut spec = serde_json::json!({ "kind": kind, "payload": payload });
+        if let Some(id) = &a.id {
+            spec["id"] = id.as_str().into();
+        }
+        let spec = job::spec_from_value(spec).map_err(|e| super::UsageError(format!("--kind/--payload/--id: {e}")))?;
         let size = spec.payload.get().len();
         if size > job::MAX_SPEC_BYTES {
             return usage(format!("--payload is {size} bytes, over the 1 MiB limit"));

@@ -129,6 +129,18 @@ pub fn age(ms: u64) -> String {
     }
 }
 
+/// A setting's duration in its natural unit: 90 days, 24h, 15m, 30s.
+pub fn span(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if d.subsec_millis() != 0 || s == 0 => humantime::format_duration(d).to_string(),
+        _ if s % 86_400 == 0 => format!("{} day{}", s / 86_400, if s == 86_400 { "" } else { "s" }),
+        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s % 60 == 0 => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 /// The line every listing prints when it has nothing to show.
 pub fn none(what: &str) -> String {
     format!("(no {what})")
