@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 /// Metric names (without histogram suffixes) in a Prometheus text scrape.
