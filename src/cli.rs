@@ -153,12 +153,15 @@ pub struct WorkArgs {
     /// what --exec-env names. Exit 0 = success; 65 = permanent failure
     /// (dead-letter now); 75 or any other code = retry later. The last lines
     /// of stderr become the job's error; its stdout is the worker's stdout.
+    /// A result (at most 64 KiB) is written to the file named in
+    /// DTQ_RESULT_FILE.
     #[arg(help_heading = "Handler", long, conflicts_with = "http")]
     pub exec: Option<String>,
     /// POST each job's payload to this URL
     ///
     /// Headers X-Dtq-Job-Id, X-Dtq-Queue, X-Dtq-Kind, X-Dtq-Attempt and
-    /// Idempotency-Key. 2xx = success; 429 and 5xx = retry (Retry-After:
+    /// Idempotency-Key. 2xx = success (its body is the job's result);
+    /// 429 and 5xx = retry (Retry-After:
     /// <seconds> sets the delay, at most --backoff-max); any other status =
     /// permanent failure (dead-letter now).
     #[arg(help_heading = "Handler", long)]

@@ -145,6 +145,10 @@ fn inspect_job_shows_every_state_with_its_history() {
     d.ok(&["produce", "--kind", "noop", "--id", "p"]);
     d.ok(&["produce", "--kind", "noop", "--id", "s", "--delay", "1h"]);
     assert_eq!(state("p")["state"], "pending");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(d.stats("default")["oldest_pending_age_ms"].as_u64().unwrap() >= 50);
+    let table = d.ok(&["inspect", "stats"]);
+    assert!(table.contains("FAILED ATTEMPTS") && table.contains("OLDEST PENDING"), "{table}");
     let s = state("s");
     assert_eq!(s["state"], "scheduled");
     assert!(s["run_at"].is_string());
