@@ -54,6 +54,45 @@ impl JobSpec {
     }
 }
 
+/// Flag defaults applied to specs that do not set their own.
+pub struct Defaults {
+    pub queue: String,
+    pub max_retries: u32,
+    pub delay: Option<std::time::Duration>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Defaults {
+    /// The job to enqueue in `queue` for `spec`: its id (a generated one
+    /// unless the spec names it), stored body and schedule.
+    pub fn new_job(&self, broker: &crate::broker::Broker, queue: &str, spec: JobSpec) -> crate::broker::NewJob {
+        let client_id = spec.id.is_some();
+        let id = spec.id.unwrap_or_else(new_id);
+        let run_at = match (spec.run_at, self.delay) {
+            (RunAt::Now, Some(d)) => RunAt::After(d),
+            (r, _) => r,
+        };
+        let (delay_ms, run_at_ms) = match run_at {
+            RunAt::Now => (0, 0),
+            RunAt::After(d) => (d.as_millis() as u64, 0),
+            RunAt::At(t) => (0, t.max(1)),
+        };
+        let key = spec.idempotency_key.or_else(|| self.idempotency_key.clone());
+        let body = StoredJob {
+            kind: spec.kind.into(),
+            payload: &spec.payload,
+            max_retries: spec.max_retries.unwrap_or(self.max_retries),
+            timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
+            idempotency_key: key.map(Into::into),
+            client_id,
+            enqueued_at: now_ms(),
+        };
+        let body = serde_json::to_string(&body).expect("a job body always serializes");
+        let marker = client_id.then(|| broker.keys(queue).idem(&id));
+        crate::broker::NewJob { id, body, delay_ms, run_at_ms, marker }
+    }
+}
+
 /// Why a job spec was rejected; `field` is set when one field is at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {

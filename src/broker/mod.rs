@@ -34,6 +34,21 @@ impl BrokerError {
     fn reply(op: &'static str, v: &Value) -> Self {
         BrokerError::Reply { op, detail: format!("{v:?}") }
     }
+
+    /// True for errors that go away by themselves (connection lost,
+    /// timeouts, failover, a loading, busy or full server): worth retrying.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BrokerError::Redis { kind, message, .. } => {
+                use fred::error::ErrorKind::*;
+                matches!(kind, IO | Timeout | Canceled | Cluster | Backpressure | Unknown)
+                    || ["READONLY", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOSCRIPT"]
+                        .iter()
+                        .any(|p| message.contains(p))
+            }
+            BrokerError::Reply { .. } => false,
+        }
+    }
 }
 
 /// A job leased to this worker by [`Broker::dequeue`].

@@ -7,7 +7,7 @@
 use super::{out, usage};
 use crate::broker::{Broker, NewJob};
 use crate::cli::{Global, ProduceArgs};
-use crate::job::{self, JobSpec, RunAt, StoredJob};
+use crate::job::{self, Defaults, JobSpec};
 use anyhow::{Context, Result};
 use futures::stream::{self, StreamExt};
 use std::io::Read;
@@ -244,43 +244,6 @@ fn partial(e: anyhow::Error, done: usize, total: u64, json: bool) -> anyhow::Err
          whose reply was lost may still have been enqueued: re-sending jobs that carry an id is safe)",
         total - done as u64
     ))
-}
-
-/// Flag defaults applied to specs that do not set their own.
-struct Defaults {
-    queue: String,
-    max_retries: u32,
-    delay: Option<std::time::Duration>,
-    idempotency_key: Option<String>,
-}
-
-impl Defaults {
-    fn new_job(&self, broker: &Broker, queue: &str, spec: JobSpec) -> NewJob {
-        let client_id = spec.id.is_some();
-        let id = spec.id.unwrap_or_else(job::new_id);
-        let run_at = match (spec.run_at, self.delay) {
-            (RunAt::Now, Some(d)) => RunAt::After(d),
-            (r, _) => r,
-        };
-        let (delay_ms, run_at_ms) = match run_at {
-            RunAt::Now => (0, 0),
-            RunAt::After(d) => (d.as_millis() as u64, 0),
-            RunAt::At(t) => (0, t.max(1)),
-        };
-        let key = spec.idempotency_key.or_else(|| self.idempotency_key.clone());
-        let body = StoredJob {
-            kind: spec.kind.into(),
-            payload: &spec.payload,
-            max_retries: spec.max_retries.unwrap_or(self.max_retries),
-            timeout_ms: spec.timeout.map(|t| t.as_millis() as u64),
-            idempotency_key: key.map(Into::into),
-            client_id,
-            enqueued_at: job::now_ms(),
-        };
-        let body = serde_json::to_string(&body).expect("a job body always serializes");
-        let marker = client_id.then(|| broker.keys(queue).idem(&id));
-        NewJob { id, body, delay_ms, run_at_ms, marker }
-    }
 }
 
 fn read_specs(path: &std::path::Path) -> Result<Vec<JobSpec>> {

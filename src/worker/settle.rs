@@ -128,21 +128,6 @@ fn group_of(op: &Op) -> Group {
     }
 }
 
-/// True for errors that go away by themselves (connection lost, timeouts,
-/// failover, a loading or busy server): retried until they do.
-fn transient(e: &BrokerError) -> bool {
-    match e {
-        BrokerError::Redis { kind, message, .. } => {
-            use fred::error::ErrorKind::*;
-            matches!(kind, IO | Timeout | Canceled | Cluster | Backpressure | Unknown)
-                || ["READONLY", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOSCRIPT"]
-                    .iter()
-                    .any(|p| message.contains(p))
-        }
-        BrokerError::Reply { .. } => false,
-    }
-}
-
 async fn write(shared: &Shared, qi: usize, group: Group, items: &[&Settle]) -> Result<Settled, BrokerError> {
     let keys = &shared.queues[qi].keys;
     let broker = &shared.broker;
@@ -192,7 +177,7 @@ async fn settle_group(shared: &Shared, qi: usize, group: Group, items: &[&Settle
         match write(shared, qi, group, items).await {
             Ok(r) => break Some(r),
             Err(e) => {
-                if !transient(&e) {
+                if !e.is_transient() {
                     permanent_tries += 1;
                     if permanent_tries >= MAX_PERMANENT_TRIES {
                         tracing::error!(error = %e, queue = %queue, jobs = items.len(), "cannot settle jobs (not a connection problem; giving up): their leases will expire and they will run again");
