@@ -1,10 +1,11 @@
 #!lua flags=no-writes,allow-oom
--- find: list finished jobs of one queue (dead or completed), newest first,
--- filtered here, so only matches leave Redis. Reads at most ARGV[6]
+-- find: list jobs of one queue in one state, filtered here, so only
+-- matches leave Redis: a ZSET (dead, completed, scheduled, inflight) from
+-- its highest score down, or the pending LIST from its head (newest). Reads at most ARGV[6]
 -- entries per call and says where it stopped: the caller pages on with the
 -- cursor it returns.
 --
--- KEYS[1] the set: dead or completed ZSET (id -> finished at, ms)
+-- KEYS[1] the state: a ZSET (id -> ms) or the pending LIST
 -- KEYS[2] jobs       HASH
 -- KEYS[3] errors     HASH
 -- KEYS[4] attempts   HASH
@@ -17,6 +18,9 @@
 -- ARGV[5] search text, lower case ('' = none): matched in id, error, body
 -- ARGV[6] most entries read
 -- ARGV[7] most matches returned
+-- ARGV[8] 'zset' or 'list' (the type of KEYS[1]); for a list the cursor
+--         score is unused and the skip is the index to go on from, and
+--         ARGV[3] does not apply
 --
 -- Returns: {next cursor score ('' = no more), next skip, read, then 6 per
 -- match: id, finished at, body or false, error or false, attempts or
@@ -30,6 +34,8 @@ if tonumber(ARGV[3]) > 0 then
 end
 local kind, search = ARGV[4], ARGV[5]
 local budget, want = tonumber(ARGV[6]), tonumber(ARGV[7])
+local is_list = ARGV[8] == 'list'
+if is_list then min = '-inf' end
 
 -- The kind of a stored body: bodies open {"r":N,"k":"..."; anything else
 -- is decoded (and a body that does not decode has no kind).
@@ -50,7 +56,17 @@ local read, found = 0, 0
 local done = false
 while read < budget and found < want do
   local chunk = math.min(200, budget - read)
-  local page = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, min, 'WITHSCORES', 'LIMIT', skip, chunk)
+  local page
+  if is_list then
+    -- Shaped like a WITHSCORES reply, with no scores.
+    page = {}
+    for _, id in ipairs(redis.call('LRANGE', KEYS[1], skip, skip + chunk - 1)) do
+      page[#page + 1] = id
+      page[#page + 1] = false
+    end
+  else
+    page = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, min, 'WITHSCORES', 'LIMIT', skip, chunk)
+  end
   local taken = 0
   for i = 1, #page, 2 do
     local id, score = page[i], page[i + 1]
@@ -58,7 +74,13 @@ while read < budget and found < want do
     taken = taken + 1
     -- The cursor moves past this entry: entries at the cursor score come
     -- first, so (score, how many at it were seen) says where to go on.
-    if score == max then skip = skip + 1 else max, skip = score, 1 end
+    if is_list then
+      max, skip = '0', skip + 1
+    elseif score == max then
+      skip = skip + 1
+    else
+      max, skip = score, 1
+    end
     local body = redis.call('HGET', KEYS[2], id)
     local err = redis.call('HGET', KEYS[3], id)
     local ok = true

@@ -77,6 +77,8 @@ pub enum Command {
     /// Change queues and jobs
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Serve the HTTP API (/v1) for any language
+    Serve(ServeArgs),
     /// Measure throughput and latency against this Redis
     Bench(BenchArgs),
     /// Print a shell completion script (e.g. dtq completions bash > /etc/bash_completion.d/dtq)
@@ -419,6 +421,28 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; a non-loopback one needs --token-file (or
+    /// --insecure-no-auth)
+    #[arg(long, env = "DTQ_SERVE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// File of admin tokens, one a line (several allow rotation); every /v1
+    /// request then needs `Authorization: Bearer TOKEN`
+    #[arg(long, env = "DTQ_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// File of read-only tokens (GET only)
+    #[arg(long, env = "DTQ_READ_ONLY_TOKEN_FILE")]
+    pub read_only_token_file: Option<PathBuf>,
+    /// Serve without tokens on a non-loopback address (anyone who can reach
+    /// it can change every queue)
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Most connections served at once (more are closed at once)
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_connections: u64,
 }
 
 #[derive(Debug, Args)]

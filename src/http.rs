@@ -53,7 +53,11 @@ impl Status {
     }
 }
 
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+/// A response with a fixed body.
+pub type Reply = Response<Full<Bytes>>;
+
+/// A response of `status` with `body`.
+pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
@@ -61,48 +65,72 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
         .expect("static response parts are valid")
 }
 
-/// Most connections served at once; more are closed at once.
+/// Most connections the ops endpoint serves at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a connection stays open, keep-alive included.
+/// Longest a connection stays open, keep-alive included (then it is closed
+/// after the request in progress, which gets as long again).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
-async fn route(
-    req: Request<hyper::body::Incoming>,
-    status: &Status,
-    metrics: &PrometheusHandle,
-) -> Response<Full<Bytes>> {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    match (req.method(), req.uri().path()) {
-        (&hyper::Method::GET, "/health") => respond(StatusCode::OK, TEXT, "ok\n"),
-        (&hyper::Method::GET, "/ready") if status.ready() => respond(StatusCode::OK, TEXT, "ready\n"),
-        (&hyper::Method::GET, "/ready") => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
-        (&hyper::Method::GET, "/metrics") => {
-            // Rendering is CPU work: off the runtime's only thread, so a
-            // scrape never holds up the jobs.
-            let m = metrics.clone();
-            match tokio::task::spawn_blocking(move || crate::metrics::render(&m)).await {
-                Ok(text) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
-                Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "render failed\n"),
-            }
+/// What a server answers.
+pub trait Routes: Send + Sync + 'static {
+    fn answer(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> futures::future::BoxFuture<'static, Reply>;
+}
+
+/// The ops routes: `/health`, `/ready`, `/metrics`.
+pub struct Ops {
+    pub status: Arc<Status>,
+    pub metrics: PrometheusHandle,
+}
+
+impl Ops {
+    /// The answer to an ops path, or `None` for any other request.
+    pub async fn get(&self, method: &hyper::Method, path: &str) -> Option<Reply> {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if method != hyper::Method::GET {
+            return None;
         }
-        _ => respond(StatusCode::NOT_FOUND, TEXT, "not found\n"),
+        Some(match path {
+            "/health" => respond(StatusCode::OK, TEXT, "ok\n"),
+            "/ready" if self.status.ready() => respond(StatusCode::OK, TEXT, "ready\n"),
+            "/ready" => respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, "not ready\n"),
+            "/metrics" => {
+                // Rendering is CPU work: off the runtime's threads, so a
+                // scrape never holds up the jobs.
+                let m = self.metrics.clone();
+                match tokio::task::spawn_blocking(move || crate::metrics::render(&m)).await {
+                    Ok(text) => respond(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text),
+                    Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "render failed\n"),
+                }
+            }
+            _ => return None,
+        })
     }
 }
 
-/// Binds `addr` now (so a bad address fails at start-up) and serves until
-/// `shutdown` on a spawned task.
-pub async fn serve(
-    addr: SocketAddr,
-    status: Arc<Status>,
-    metrics: PrometheusHandle,
+impl Routes for Ops {
+    fn answer(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> futures::future::BoxFuture<'static, Reply> {
+        Box::pin(async move {
+            match self.get(req.method(), req.uri().path()).await {
+                Some(r) => r,
+                None => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n"),
+            }
+        })
+    }
+}
+
+/// Serves `routes` on `listener` until `shutdown`, on a spawned task, with
+/// at most `max_connections` at once (more are closed at once), a header
+/// timeout and a connection lifetime.
+pub fn serve_on(
+    listener: TcpListener,
+    routes: Arc<dyn Routes>,
+    max_connections: usize,
     shutdown: CancellationToken,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /health, /ready and /metrics");
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    Ok(tokio::spawn(async move {
+) -> tokio::task::JoinHandle<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
                 r = listener.accept() => match r {
@@ -120,21 +148,38 @@ pub async fn serve(
                 drop(stream);
                 continue;
             };
-            let (status, metrics) = (status.clone(), metrics.clone());
+            let routes = routes.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let (status, metrics) = (status.clone(), metrics.clone());
-                    async move { Ok::<_, std::convert::Infallible>(route(req, &status, &metrics).await) }
+                    let routes = routes.clone();
+                    async move { Ok::<_, std::convert::Infallible>(routes.answer(req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                tokio::pin!(conn);
+                if tokio::time::timeout(CONNECTION_LIFETIME, conn.as_mut()).await.is_err() {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                }
                 drop(slot);
             });
         }
-    }))
+    })
+}
+
+/// Binds `addr` now (so a bad address fails at start-up) and serves the
+/// ops routes until `shutdown` on a spawned task.
+pub async fn serve(
+    addr: SocketAddr,
+    status: Arc<Status>,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /health, /ready and /metrics");
+    Ok(serve_on(listener, Arc::new(Ops { status, metrics }), MAX_CONNECTIONS, shutdown))
 }
 
 /// A running endpoint with its own stop token, closed last by the command so

@@ -17,4 +17,5 @@ pub mod keys;
 pub mod metrics;
 pub mod reaper;
 pub mod retention;
+pub mod serve;
 pub mod worker;

@@ -19,6 +19,8 @@ pub const RATE_LIMITED: &str = "dtq_rate_limited_total";
 pub const CIRCUIT_STATE: &str = "dtq_circuit_state";
 pub const REAPER_LEADER: &str = "dtq_reaper_leader";
 pub const TRIMMED: &str = "dtq_jobs_trimmed_total";
+pub const HTTP_REQUESTS: &str = "dtq_http_requests_total";
+pub const HTTP_DURATION: &str = "dtq_http_request_duration_seconds";
 
 /// Histogram buckets from 1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] =
@@ -52,6 +54,8 @@ fn recorder() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full(DURATION.to_string()), DURATION_BUCKETS)
                 .expect("static buckets are valid")
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_string()), DURATION_BUCKETS)
+                .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
             // A second recorder (e.g. in tests) would fail; the first stays.
@@ -76,6 +80,8 @@ const ALL: &[(&str, &str, &str)] = &[
     (CIRCUIT_STATE, "gauge", "Circuit breaker state per kind: 0 closed, 1 half-open, 2 open."),
     (REAPER_LEADER, "gauge", "1 in the process that holds the reaper lock, else 0."),
     (TRIMMED, "counter", "Finished jobs removed by retention (state: dead, completed)."),
+    (HTTP_REQUESTS, "counter", "API requests answered by dtq serve, by route and status code."),
+    (HTTP_DURATION, "histogram", "API request time in dtq serve, by route, in seconds."),
 ];
 
 fn describe() {

@@ -681,10 +681,10 @@ async fn a_dead_job_whose_body_is_not_utf8_is_listed_marked_corrupt() {
     let job = b.job_in("bad", "q").await.unwrap().unwrap();
     assert!(job.corrupt && job.state == "dead" && job.history.len() == 1, "{job:?}");
     let filter = dtq::broker::Filter { search: Some("BAD".into()), ..Default::default() };
-    let found = b.finished_matching("q", dtq::broker::Finished::Dead, &filter, 10).await.unwrap();
+    let found = b.finished_matching("q", dtq::broker::JobState::Dead, &filter, 10).await.unwrap();
     assert_eq!(found.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["bad"]);
     let filter = dtq::broker::Filter { kind: Some("noop".into()), ..Default::default() };
-    let found = b.finished_matching("q", dtq::broker::Finished::Dead, &filter, 10).await.unwrap();
+    let found = b.finished_matching("q", dtq::broker::JobState::Dead, &filter, 10).await.unwrap();
     assert_eq!(found.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["ok"]);
 }
 
@@ -705,9 +705,9 @@ async fn finished_jobs_page_by_cursor_through_ties_each_exactly_once() {
     let mut cursor = None;
     let mut pages = 0;
     loop {
-        let page = b.finished("q", dtq::broker::Finished::Dead, &Default::default(), cursor.as_ref(), 7).await.unwrap();
+        let page = b.finished("q", dtq::broker::JobState::Dead, &Default::default(), cursor.as_ref(), 7).await.unwrap();
         assert!(page.jobs.len() <= 7);
-        seen.extend(page.jobs.into_iter().map(|j| (j.finished_ms, j.id)));
+        seen.extend(page.jobs.into_iter().map(|j| (j.at_ms, j.id)));
         pages += 1;
         match page.next {
             Some(c) => cursor = Some(c.to_string().parse::<dtq::broker::Cursor>().unwrap()),

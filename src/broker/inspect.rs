@@ -27,11 +27,39 @@ pub struct QueueStats {
     pub oldest_pending_age_ms: Option<u64>,
 }
 
-/// Which set of finished jobs.
+/// A state a job can be listed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
+pub enum JobState {
+    Pending,
+    Scheduled,
+    Inflight,
     Dead,
     Completed,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] =
+        [JobState::Pending, JobState::Scheduled, JobState::Inflight, JobState::Dead, JobState::Completed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Scheduled => "scheduled",
+            JobState::Inflight => "inflight",
+            JobState::Dead => "dead",
+            JobState::Completed => "completed",
+        }
+    }
+}
+
+impl std::str::FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state {s:?}: one of pending, scheduled, inflight, dead, completed"))
+    }
 }
 
 /// Filters of a finished-job listing, applied in Redis.
@@ -44,22 +72,31 @@ pub struct Filter {
     pub since: Option<std::time::Duration>,
 }
 
-/// One dead-lettered or completed job, as `inspect dead-letter` and
-/// `inspect completed` print it.
+/// One job of a listing, as `inspect dead-letter`, `inspect completed` and
+/// the API's job lists show it.
 #[derive(Debug, Clone, Serialize)]
-pub struct FinishedJob {
+pub struct ListedJob {
     pub id: String,
     pub queue: String,
+    pub state: &'static str,
     pub kind: Option<String>,
     pub attempts: u64,
     pub error: Option<String>,
     /// RFC 3339 time it was dead-lettered (dead jobs only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub died_at: Option<String>,
-    /// RFC 3339 time it finished (dead-lettered or completed).
-    pub finished_at: String,
+    /// RFC 3339 time it finished (dead and completed jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// When it runs (scheduled jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// When its lease ends (inflight jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    /// The time the listing is ordered by (Unix ms; 0 for pending jobs).
     #[serde(skip)]
-    pub finished_ms: u64,
+    pub at_ms: u64,
     pub payload: serde_json::Value,
     /// A completed job's result (JSON if it reads as JSON, else a string).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +109,7 @@ pub struct FinishedJob {
 /// One page of a listing and where the next one starts.
 #[derive(Debug, Clone)]
 pub struct Page {
-    pub jobs: Vec<FinishedJob>,
+    pub jobs: Vec<ListedJob>,
     /// `None` when nothing is left.
     pub next: Option<Cursor>,
 }
@@ -201,8 +238,8 @@ impl Broker {
     }
 
     /// Dead-lettered jobs of `queue`, newest first.
-    pub async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<FinishedJob>, BrokerError> {
-        self.finished_matching(queue, Finished::Dead, &Filter::default(), limit).await
+    pub async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<ListedJob>, BrokerError> {
+        self.finished_matching(queue, JobState::Dead, &Filter::default(), limit).await
     }
 
     /// Up to `limit` jobs of `queue` in `set` that match `filter`, newest
@@ -210,10 +247,10 @@ impl Broker {
     pub async fn finished_matching(
         &self,
         queue: &str,
-        set: Finished,
+        set: JobState,
         filter: &Filter,
         limit: usize,
-    ) -> Result<Vec<FinishedJob>, BrokerError> {
+    ) -> Result<Vec<ListedJob>, BrokerError> {
         let mut out = Vec::new();
         let mut cursor = None;
         while out.len() < limit {
@@ -234,15 +271,18 @@ impl Broker {
     pub async fn finished(
         &self,
         queue: &str,
-        set: Finished,
+        set: JobState,
         filter: &Filter,
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<Page, BrokerError> {
         let k = self.keys(queue);
         let zset = match set {
-            Finished::Dead => &k.dead,
-            Finished::Completed => &k.completed,
+            JobState::Pending => &k.pending,
+            JobState::Scheduled => &k.scheduled,
+            JobState::Inflight => &k.inflight,
+            JobState::Dead => &k.dead,
+            JobState::Completed => &k.completed,
         };
         let keys = [zset.as_str(), &k.jobs, &k.errors, &k.attempts, &k.results];
         let args: Vec<Value> = vec![
@@ -253,6 +293,7 @@ impl Broker {
             filter.search.as_deref().map(str::to_lowercase).unwrap_or_default().into(),
             Value::Integer(FIND_READ as i64),
             Value::Integer(limit.clamp(1, MAX_PAGE) as i64),
+            (if set == JobState::Pending { "list" } else { "zset" }).into(),
         ];
         let v = eval(self.client(), &self.scripts.find, "list finished jobs", &keys, args).await?;
         let bad = |v: &Value| BrokerError::reply("list finished jobs", v);
@@ -268,19 +309,22 @@ impl Broker {
         for m in rest.chunks(6) {
             let [id, at, body, error, attempts, result] = m else { return Err(bad(&Value::Null)) };
             let bytes = |v: &Value| v.as_bytes().map(Bytes::copy_from_slice);
-            let finished_ms = at.as_string().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+            let at_ms = at.as_string().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) as u64;
             let body = bytes(body);
             let (kind, payload, corrupt) = decode(body.as_deref());
-            let finished_at = rfc3339(finished_ms);
-            jobs.push(FinishedJob {
+            let time = |st: &[JobState]| st.contains(&set).then(|| rfc3339(at_ms));
+            jobs.push(ListedJob {
                 id: id.as_string().unwrap_or_default(),
                 queue: queue.to_string(),
+                state: set.as_str(),
                 kind,
                 attempts: attempts.as_string().and_then(|a| a.parse().ok()).unwrap_or(0),
                 error: text(bytes(error)),
-                died_at: (set == Finished::Dead).then(|| finished_at.clone()),
-                finished_at,
-                finished_ms,
+                died_at: time(&[JobState::Dead]),
+                finished_at: time(&[JobState::Dead, JobState::Completed]),
+                run_at: time(&[JobState::Scheduled]),
+                lease_until: time(&[JobState::Inflight]),
+                at_ms,
                 payload,
                 result: bytes(result).map(|r| result_value(&r)),
                 corrupt,

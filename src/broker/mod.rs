@@ -8,7 +8,7 @@ pub mod scripts;
 mod tls;
 
 pub use connect::{redact_url, RedisTarget, TlsFiles};
-pub use inspect::{Cursor, Filter, Finished, FinishedJob, JobInfo, Page, QueueStats};
+pub use inspect::{Cursor, Filter, JobInfo, JobState, ListedJob, Page, QueueStats};
 
 use crate::keys::{self, QueueKeys};
 use crate::retention::{Retention, RetentionUpdate};
@@ -575,6 +575,16 @@ impl Broker {
     /// Cancels a job that has not started. A pending job is looked for
     /// among the [`CANCEL_REACH`] oldest and newest of its queue.
     pub async fn cancel(&self, k: &QueueKeys, id: &str) -> Result<Cancel, BrokerError> {
+        self.remove(k, id, false).await
+    }
+
+    /// Deletes a job that is not running: pending, scheduled, dead or
+    /// completed (`Cancel::Cancelled` = deleted), with everything stored for it.
+    pub async fn delete_job(&self, k: &QueueKeys, id: &str) -> Result<Cancel, BrokerError> {
+        self.remove(k, id, true).await
+    }
+
+    async fn remove(&self, k: &QueueKeys, id: &str, finished_too: bool) -> Result<Cancel, BrokerError> {
         let keys = [
             &*k.pending,
             &k.scheduled,
@@ -585,8 +595,10 @@ impl Broker {
             &k.errors,
             &k.history,
             &k.completed,
+            &k.results,
         ];
-        let args = vec![id.into(), Value::Integer(CANCEL_REACH as i64)];
+        let flag = if finished_too { "1" } else { "0" };
+        let args = vec![id.into(), Value::Integer(CANCEL_REACH as i64), flag.into()];
         let v = eval(&self.client, &self.scripts.cancel, "cancel", &keys, args).await?;
         Ok(match v.as_i64() {
             Some(1) => Cancel::Cancelled,

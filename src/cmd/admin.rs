@@ -284,7 +284,7 @@ async fn known(broker: &Broker, queue: &str) -> Result<String> {
     }
 }
 
-fn count(s: &QueueStats, state: &str) -> u64 {
+pub(crate) fn count(s: &QueueStats, state: &str) -> u64 {
     match state {
         "pending" => s.pending,
         "scheduled" => s.scheduled,
@@ -294,7 +294,7 @@ fn count(s: &QueueStats, state: &str) -> u64 {
 }
 
 /// Runs `step(limit)` until `total` jobs were moved or a step moves none.
-async fn drain<F, Fut>(total: u64, mut step: F) -> Result<u64>
+pub(crate) async fn drain<F, Fut>(total: u64, mut step: F) -> Result<u64>
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = Result<u64, crate::broker::BrokerError>>,

@@ -2,7 +2,7 @@
 
 use super::out;
 use super::table::{age, cut, digits, escape, none, Col, Table};
-use crate::broker::{Broker, Filter, Finished, FinishedJob, JobInfo};
+use crate::broker::{Broker, Filter, JobInfo, JobState, ListedJob};
 use crate::cli::{FinishedArgs, Global, InspectCommand};
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -57,8 +57,8 @@ pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
             }
             queues.into_iter().try_for_each(out)
         }
-        InspectCommand::DeadLetter(a) => list(&broker, Finished::Dead, a).await,
-        InspectCommand::Completed(a) => list(&broker, Finished::Completed, a).await,
+        InspectCommand::DeadLetter(a) => list(&broker, JobState::Dead, a).await,
+        InspectCommand::Completed(a) => list(&broker, JobState::Completed, a).await,
         InspectCommand::Job { id, queue, json } => {
             // An unknown id is a runtime answer (exit 1), not a usage error.
             let Some(info) = super::admin::lookup(&broker, &id, queue.as_deref()).await? else {
@@ -74,7 +74,7 @@ pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
 
 /// `inspect dead-letter` and `inspect completed`: each queue's newest
 /// matches (filtered in Redis), merged newest first.
-async fn list(broker: &Broker, set: Finished, a: FinishedArgs) -> Result<()> {
+async fn list(broker: &Broker, set: JobState, a: FinishedArgs) -> Result<()> {
     let queues = match &a.queue {
         Some(q) => vec![q.clone()],
         None => broker.queues().await?,
@@ -82,42 +82,42 @@ async fn list(broker: &Broker, set: Finished, a: FinishedArgs) -> Result<()> {
     let filter = Filter { kind: a.kind.clone(), search: a.search.clone(), since: a.since };
     let filtered = filter.kind.is_some() || filter.search.is_some() || filter.since.is_some();
     let limit = a.limit as usize;
-    let mut jobs: Vec<FinishedJob> = Vec::new();
+    let mut jobs: Vec<ListedJob> = Vec::new();
     let mut total = 0;
     for q in &queues {
         jobs.extend(broker.finished_matching(q, set, &filter, limit).await?);
         let s = broker.queue_stats(q).await?;
-        total += if set == Finished::Dead { s.dead } else { s.completed };
+        total += if set == JobState::Dead { s.dead } else { s.completed };
     }
-    jobs.sort_by_key(|j| std::cmp::Reverse(j.finished_ms));
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.at_ms));
     jobs.truncate(limit);
     if a.json {
         return out(serde_json::to_string(&jobs)?);
     }
-    let what = if set == Finished::Dead { "dead-lettered jobs" } else { "completed jobs" };
+    let what = if set == JobState::Dead { "dead-lettered jobs" } else { "completed jobs" };
     if jobs.is_empty() {
         return out(none(&if filtered { format!("{what} match") } else { what.to_string() }));
     }
-    let last = if set == Finished::Dead { Col::Rest("ERROR") } else { Col::Rest("RESULT") };
+    let last = if set == JobState::Dead { Col::Rest("ERROR") } else { Col::Rest("RESULT") };
     let mut t = Table::new(&[
         Col::Text("ID", 28),
         Col::Text("QUEUE", 16),
         Col::Text("KIND", 16),
         Col::Num("ATTEMPTS"),
-        Col::Text(if set == Finished::Dead { "DIED AT" } else { "FINISHED AT" }, 24),
+        Col::Text(if set == JobState::Dead { "DIED AT" } else { "FINISHED AT" }, 24),
         last,
     ]);
     for j in &jobs {
         let detail = match set {
-            Finished::Dead => j.error.clone().unwrap_or_default(),
-            Finished::Completed => j.result.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+            JobState::Completed => j.result.as_ref().map(|r| r.to_string()).unwrap_or_default(),
+            _ => j.error.clone().unwrap_or_default(),
         };
         t.row(vec![
             j.id.clone(),
             j.queue.clone(),
             if j.corrupt { "(corrupt body)".into() } else { j.kind.clone().unwrap_or_default() },
             digits(j.attempts),
-            j.finished_at.clone(),
+            j.finished_at.clone().unwrap_or_default(),
             cut(&detail, 120),
         ]);
     }

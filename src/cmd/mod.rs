@@ -2,11 +2,12 @@
 //! with the global flags, the error types of exit codes 2 and 3, and stdout
 //! writing.
 
-mod admin;
+pub(crate) mod admin;
 mod bench;
 mod inspect;
 pub mod produce;
 mod reap;
+mod serve;
 mod table;
 mod work;
 
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Reap(a) => reap::run(&g, a).await,
         Command::Inspect(c) => inspect::run(&g, c).await,
         Command::Admin(c) => admin::run(&g, c).await,
+        Command::Serve(a) => serve::run(&g, a).await,
         Command::Bench(a) => bench::run(&g, a).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -27,7 +27,7 @@
 //! drain every settlement and exit; the heartbeat stops last, so leases stay
 //! alive until their jobs are settled.
 
-mod batch;
+pub(crate) mod batch;
 pub mod breaker;
 pub mod exec;
 mod fetch;

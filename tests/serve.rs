@@ -1,0 +1,291 @@
+//! `dtq serve` over real HTTP: enqueue with produce's validation and
+//! answers, batched script calls for bursts of requests, tokens (admin and
+//! read-only), limits, every route, and Redis going away and coming back.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+struct Serve {
+    port: u16,
+    proc: Proc,
+}
+
+fn serve(d: &Dtq, extra: &[&str]) -> Serve {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let proc = d.spawn(&[&["serve", "--listen", &addr], extra].concat());
+    // Ready: listening and connected to Redis.
+    wait_until(Duration::from_secs(10), || get(port, "/ready").0 == 200);
+    Serve { port, proc }
+}
+
+/// One request: (status, JSON body or Null, raw headers).
+fn call(port: u16, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let body = body.unwrap_or("");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    // A server that refuses a body early closes the connection: the answer
+    // is still there to read.
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let text = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn token_file(tokens: &[&str]) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), tokens.join("\n") + "\n").unwrap();
+    f
+}
+
+#[test]
+fn enqueue_validates_like_produce_and_answers_per_job() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-enqueue");
+    let s = serve(&d, &[]);
+    let (code, one) = call(s.port, "POST", "/v1/jobs", Some(r#"{"kind":"echo","payload":{"a":1},"id":"j1"}"#), None);
+    assert_eq!((code, one.clone()), (200, json!({"id":"j1","queue":"default","status":"enqueued"})));
+    let (code, many) = call(
+        s.port,
+        "POST",
+        "/v1/jobs?queue=other",
+        Some(r#"[{"kind":"noop"},{"kind":"noop","id":"j1","queue":"default"}]"#),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(many[0]["queue"], "other");
+    assert_eq!(many[0]["status"], "enqueued");
+    assert_eq!(many[1], json!({"id":"j1","queue":"default","status":"duplicate"}));
+    // An invalid item rejects the whole request: nothing is written.
+    let before = d.stat("other", "pending");
+    let (code, e) = call(
+        s.port,
+        "POST",
+        "/v1/jobs?queue=other",
+        Some(r#"[{"kind":"noop"},{"kind":"noop","max_retries":"x"}]"#),
+        None,
+    );
+    assert_eq!(code, 400);
+    assert_eq!(e["error"]["code"], "invalid_job");
+    assert_eq!(e["error"]["field"], "max_retries");
+    assert!(e["error"]["message"].as_str().unwrap().starts_with("item 2 (counting from 1)"), "{e}");
+    assert_eq!(d.stat("other", "pending"), before);
+    for (body, says) in [
+        ("not json", "not valid JSON"),
+        ("[]", "no job specs"),
+        (r#"{"kind":"noop","bogus":1}"#, "unknown field"),
+        (r#"{"kind":"noop","queue":"bad name"}"#, "queue"),
+    ] {
+        let (code, e) = call(s.port, "POST", "/v1/jobs", Some(body), None);
+        assert_eq!(code, 400, "{body}");
+        assert!(e["error"]["message"].as_str().unwrap().contains(says), "{body}: {e}");
+    }
+    let big = format!(r#"{{"kind":"noop","payload":"{}"}}"#, "x".repeat(9 << 20));
+    let (code, e) = call(s.port, "POST", "/v1/jobs", Some(&big), None);
+    assert_eq!((code, e["error"]["code"].as_str()), (413, Some("too_large")));
+    let many: Vec<Value> = (0..1001).map(|_| json!({"kind":"noop"})).collect();
+    let (code, _) = call(s.port, "POST", "/v1/jobs", Some(&Value::Array(many).to_string()), None);
+    assert_eq!(code, 400, "at most 1,000 jobs a request");
+}
+
+#[test]
+fn a_burst_of_single_job_requests_shares_script_calls() {
+    let redis = Redis::start();
+    let d = Dtq::new(&redis, "serve-burst");
+    let s = serve(&d, &[]);
+    call(s.port, "POST", "/v1/jobs", Some(r#"{"kind":"noop"}"#), None);
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let port = s.port;
+    let threads: Vec<_> = (0..200)
+        .map(|i| {
+            std::thread::spawn(move || {
+                call(port, "POST", "/v1/jobs", Some(&format!(r#"{{"kind":"noop","id":"b{i}"}}"#)), None).0
+            })
+        })
+        .collect();
+    assert!(threads.into_iter().all(|t| t.join().unwrap() == 200));
+    assert_eq!(d.stat("default", "pending"), 201);
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    let calls: u64 = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse().ok())
+        .unwrap_or(0);
+    eprintln!("200 concurrent single-job requests: {calls} enqueue script calls");
+    assert!((1..200).contains(&calls), "{calls} script calls for 200 requests: not batched");
+}
+
+#[test]
+fn tokens_guard_every_route_and_read_only_tokens_only_read() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-auth");
+    let admin = token_file(&["old-admin-token-0001", "new-admin-token-0002"]);
+    let reader = token_file(&["# the dashboards", "reader-token-00000001"]);
+    let s = serve(
+        &d,
+        &["--token-file", admin.path().to_str().unwrap(), "--read-only-token-file", reader.path().to_str().unwrap()],
+    );
+    let job = Some(r#"{"kind":"noop","id":"a1"}"#);
+    assert_eq!(call(s.port, "POST", "/v1/jobs", job, None).0, 401);
+    assert_eq!(call(s.port, "POST", "/v1/jobs", job, Some("wrong-token-but-long-enough")).0, 401);
+    let (code, e) = call(s.port, "POST", "/v1/jobs", job, Some("reader-token-00000001"));
+    assert_eq!((code, e["error"]["code"].as_str()), (403, Some("forbidden")));
+    // Both admin tokens work (rotation).
+    assert_eq!(call(s.port, "POST", "/v1/jobs", job, Some("old-admin-token-0001")).0, 200);
+    assert_eq!(call(s.port, "POST", "/v1/queues/default/pause", None, Some("new-admin-token-0002")).0, 200);
+    assert_eq!(call(s.port, "GET", "/v1/queues", None, Some("reader-token-00000001")).0, 200);
+    assert_eq!(call(s.port, "GET", "/v1/queues", None, None).0, 401);
+    assert_eq!(get(s.port, "/health").0, 200, "ops routes need no token");
+    assert_eq!(call(s.port, "GET", "/v1/openapi.json", None, None).0, 200);
+    let log = s.proc.log_text();
+    assert!(!log.contains("admin-token") && !log.contains("reader-token"), "a token in the log: {log}");
+    assert!(log.contains("route=\"/v1/jobs\"") && log.contains("code=401"), "{log}");
+    let (_, m) = get(s.port, "/metrics");
+    assert!(m.contains(r#"dtq_http_requests_total{route="/v1/jobs",code="403"} 1"#), "{m}");
+    assert!(m.contains("dtq_http_request_duration_seconds_bucket"), "{m}");
+}
+
+#[test]
+fn serve_refuses_an_open_non_loopback_address_and_bad_token_files() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-refuse");
+    let addr = format!("0.0.0.0:{}", free_port());
+    let o = d.run(&["serve", "--listen", &addr]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("without authentication"), "{}", stderr(&o));
+    let short = token_file(&["short"]);
+    let o = d.run(&["serve", "--token-file", short.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("shorter than 16"), "{}", stderr(&o));
+    let o = d.run(&["serve", "--token-file", "/no/such/file"]);
+    assert_eq!(o.status.code(), Some(2));
+    let mut open = d.spawn(&["serve", "--listen", &addr, "--insecure-no-auth"]);
+    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    wait_until(Duration::from_secs(10), || get(port, "/health").0 == 200);
+    open.terminate(Duration::from_secs(10));
+}
+
+#[test]
+fn every_route_answers_what_it_changed() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-routes");
+    let s = serve(&d, &[]);
+    let p = s.port;
+    let post = |path: &str, body: &str| call(p, "POST", path, Some(body), None);
+    for i in 0..5 {
+        post("/v1/jobs", &format!(r#"{{"kind":"nope","id":"d{i}"}}"#));
+    }
+    post("/v1/jobs", r#"{"kind":"noop","id":"later","delay":"1h"}"#);
+    post("/v1/jobs", r#"{"kind":"echo","payload":"hi","id":"ok1"}"#);
+    let mut w = d.worker(&[]);
+    wait_until(Duration::from_secs(10), || d.stat("default", "dead") == 5 && d.stat("default", "completed") == 1);
+    w.terminate(Duration::from_secs(10));
+    let (code, q) = call(p, "GET", "/v1/queues", None, None);
+    assert_eq!(code, 200);
+    assert_eq!(q["queues"]["default"]["dead"], 5);
+    // Pages of 2 through the dead set, by cursor.
+    let mut ids = Vec::new();
+    let mut path = "/v1/queues/default/jobs?state=dead&limit=2".to_string();
+    loop {
+        let (code, page) = call(p, "GET", &path, None, None);
+        assert_eq!(code, 200, "{page}");
+        ids.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/queues/default/jobs?state=dead&limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    ids.sort();
+    assert_eq!(ids, ["d0", "d1", "d2", "d3", "d4"]);
+    let (_, page) = call(p, "GET", "/v1/queues/default/jobs?state=completed&kind=echo", None, None);
+    assert_eq!(page["jobs"][0]["result"], "hi");
+    let (_, page) = call(p, "GET", "/v1/queues/default/jobs?state=scheduled", None, None);
+    assert_eq!(page["jobs"][0]["id"], "later");
+    assert!(page["jobs"][0]["run_at"].is_string());
+    assert_eq!(call(p, "GET", "/v1/queues/default/jobs?state=bogus", None, None).0, 400);
+    assert_eq!(call(p, "GET", "/v1/queues/nosuch/jobs?state=dead", None, None).0, 404);
+    // One job, with its history; unknown → 404.
+    let (code, j) = call(p, "GET", "/v1/jobs/ok1?queue=default", None, None);
+    assert_eq!((code, j["state"].as_str(), j["history"][0]["outcome"].as_str()), (200, Some("completed"), Some("ok")));
+    assert_eq!(call(p, "GET", "/v1/jobs/nope", None, None).0, 404);
+    // Actions.
+    let (_, r) = post("/v1/queues/default/requeue", r#"{"ids":["d0","ok1"]}"#);
+    assert_eq!(r["changed"], 1);
+    assert_eq!(r["results"][1]["outcome"], "not_dead");
+    let (_, r) = post("/v1/queues/default/cancel", r#"{"ids":["later","d1"]}"#);
+    assert_eq!(r["results"], json!([{"id":"later","outcome":"cancelled"},{"id":"d1","outcome":"dead"}]));
+    let (_, r) = post("/v1/queues/default/delete", r#"{"ids":["d1","ok1"]}"#);
+    assert_eq!(r["changed"], 2);
+    let (_, r) = post("/v1/queues/default/requeue", r#"{"all":true,"state":"dead"}"#);
+    assert_eq!(r["changed"], 3);
+    let (code, r) = post("/v1/queues/default/cancel", r#"{"all":true,"state":"dead"}"#);
+    assert_eq!((code, r["error"]["field"].as_str()), (400, Some("state")));
+    let (_, r) = post("/v1/queues/default/delete", r#"{"all":true,"state":"pending"}"#);
+    assert_eq!(r["changed"], 4, "d0 and the three requeued");
+    assert_eq!(d.stat("default", "pending"), 0);
+    let (_, r) = post("/v1/queues/default/pause", "");
+    assert_eq!(r, json!({"queue":"default","paused":true,"changed":true}));
+    let (_, r) = post("/v1/queues/default/pause", "");
+    assert_eq!(r["changed"], false);
+    let (_, r) = post("/v1/queues/default/resume", "");
+    assert_eq!(r["paused"], false);
+    assert_eq!(call(p, "DELETE", "/v1/queues", None, None).0, 404);
+    // Waiting for a job's end.
+    post("/v1/jobs", r#"{"kind":"sleep","payload":{"ms":300},"id":"waited"}"#);
+    let _w = d.worker(&[]);
+    let (code, j) = call(p, "GET", "/v1/jobs/waited?wait=10s", None, None);
+    assert_eq!((code, j["state"].as_str()), (200, Some("completed")));
+}
+
+#[test]
+fn serve_answers_503_while_redis_is_away_and_recovers() {
+    let mut redis = Redis::start();
+    let d = Dtq::new(&redis, "serve-redis-away");
+    let s = serve(&d, &[]);
+    assert_eq!(call(s.port, "POST", "/v1/jobs", Some(r#"{"kind":"noop"}"#), None).0, 200);
+    wait_until(Duration::from_secs(5), || get(s.port, "/ready").0 == 200);
+    redis.kill();
+    let (code, e) = call(s.port, "POST", "/v1/jobs", Some(r#"{"kind":"noop"}"#), None);
+    assert_eq!((code, e["error"]["code"].as_str()), (503, Some("redis_unavailable")), "{e}");
+    wait_until(Duration::from_secs(10), || get(s.port, "/ready").0 == 503);
+    assert_eq!(get(s.port, "/health").0, 200, "still alive");
+    redis.restart();
+    wait_until(Duration::from_secs(20), || call(s.port, "POST", "/v1/jobs", Some(r#"{"kind":"noop"}"#), None).0 == 200);
+    wait_until(Duration::from_secs(10), || get(s.port, "/ready").0 == 200);
+}
+
+#[test]
+fn the_openapi_document_names_every_route() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-openapi");
+    let s = serve(&d, &[]);
+    let (code, doc) = call(s.port, "GET", "/v1/openapi.json", None, None);
+    assert_eq!(code, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    // The routes the server knows (src/serve.rs), each documented.
+    let src = include_str!("../src/serve.rs");
+    let routed: Vec<&str> = src
+        .lines()
+        .filter_map(|l| l.split("=> \"").nth(1)?.split('"').next())
+        .filter(|r| r.starts_with("/v1/"))
+        .collect();
+    assert!(routed.len() >= 10, "{routed:?}");
+    for r in &routed {
+        assert!(paths.contains(r), "route {r} is not in openapi.json");
+    }
+    for p in &paths {
+        assert!(routed.contains(p), "openapi.json documents {p}, which is not routed");
+    }
+}
