@@ -34,7 +34,7 @@ pub struct Global {
     )]
     pub redis: String,
     /// Prefix of every key
-    #[arg(long, env = "DTQ_NAMESPACE", default_value = "dtq", global = true, hide_env_values = true, value_parser = namespace)]
+    #[arg(long, env = "DTQ_NAMESPACE", default_value = "dtq", global = true, hide_env_values = true, value_parser = config::namespace)]
     pub namespace: String,
     /// Log format on stderr (RUST_LOG filters)
     #[arg(long, env = "DTQ_LOG_FORMAT", default_value = "text", global = true, hide_env_values = true, value_parser = ["text", "json"])]
@@ -54,13 +54,6 @@ pub struct Global {
     /// How long completed ids and idempotency keys are remembered
     #[arg(long, env = "DTQ_IDEMPOTENCY_WINDOW", default_value = "24h", global = true, hide_env_values = true, value_parser = config::positive_duration)]
     pub idempotency_window: Duration,
-}
-
-fn namespace(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.len() > 64 || s.contains(['{', '}', ' ']) {
-        return Err("namespace must be 1 to 64 characters, without braces or spaces".to_string());
-    }
-    Ok(s.to_string())
 }
 
 #[derive(Debug, Subcommand)]

@@ -116,6 +116,14 @@ pub fn listen(s: &str) -> Result<Listen, String> {
     s.parse().map(|a| Listen(Some(a))).map_err(|e| format!("{s:?}: {e} (expected HOST:PORT or off)"))
 }
 
+/// A key namespace: 1–64 characters, no braces (the hash tags) or spaces.
+pub fn namespace(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || s.contains(['{', '}', ' ']) {
+        return Err("namespace must be 1 to 64 characters, without braces or spaces".to_string());
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

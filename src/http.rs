@@ -142,13 +142,14 @@ pub fn serve_on(
                         continue;
                     }
                 },
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 drop(stream);
                 continue;
             };
             let routes = routes.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let routes = routes.clone();
@@ -159,13 +160,23 @@ pub fn serve_on(
                     .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), svc);
                 tokio::pin!(conn);
-                if tokio::time::timeout(CONNECTION_LIFETIME, conn.as_mut()).await.is_err() {
+                // At the end of its lifetime or at shutdown, a connection
+                // finishes the request in progress, then closes.
+                let ended = tokio::select! {
+                    _ = tokio::time::sleep(CONNECTION_LIFETIME) => false,
+                    _ = shutdown.cancelled() => false,
+                    _ = conn.as_mut() => true,
+                };
+                if !ended {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
                 }
                 drop(slot);
             });
         }
+        // Shutdown: wait for the requests in progress (bounded).
+        let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(CONNECTION_LIFETIME, slots.acquire_many(all)).await;
     })
 }
 

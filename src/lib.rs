@@ -8,6 +8,7 @@
 
 pub mod broker;
 pub mod cli;
+mod client;
 pub mod cmd;
 pub mod config;
 mod group;
@@ -19,3 +20,9 @@ pub mod reaper;
 pub mod retention;
 pub mod serve;
 pub mod worker;
+
+pub use broker::JobInfo;
+pub use client::{
+    CancelReason, Client, Enqueue, Enqueued, Error, Job, JobContext, JobError, Router, Worker, WorkerBuilder,
+    WorkerHandle,
+};

@@ -449,10 +449,11 @@ impl Api {
                     ));
                 }
             };
-            if job.is_finished() || Instant::now() + poll > deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if job.is_finished() || left.is_zero() {
                 return Ok((StatusCode::OK, serde_json::to_value(job).expect("jobs serialize")));
             }
-            tokio::time::sleep(poll).await;
+            tokio::time::sleep(poll.min(left)).await;
             poll = (poll * 2).min(Duration::from_secs(1));
         }
     }

@@ -265,6 +265,119 @@ fn serve_answers_503_while_redis_is_away_and_recovers() {
     wait_until(Duration::from_secs(10), || get(s.port, "/ready").0 == 200);
 }
 
+/// Whether `v` conforms to `schema` (the subset of JSON Schema that
+/// openapi.json uses: $ref, type, required, properties,
+/// additionalProperties, items, enum, const, oneOf); the reason if not.
+fn conforms(v: &Value, schema: &Value, doc: &Value) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap();
+        return conforms(v, &doc["components"]["schemas"][name], doc).map_err(|e| format!("{name}: {e}"));
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let ok = options.iter().filter(|o| conforms(v, o, doc).is_ok()).count();
+        return if ok == 1 { Ok(()) } else { Err(format!("{ok} of oneOf match {v}")) };
+    }
+    if let Some(values) = schema["enum"].as_array() {
+        if !values.contains(v) {
+            return Err(format!("{v} not in {values:?}"));
+        }
+    }
+    if !schema["const"].is_null() && &schema["const"] != v {
+        return Err(format!("{v} is not {}", schema["const"]));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let type_of = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let fits = types.is_empty() || types.contains(&type_of) || (type_of == "integer" && types.contains(&"number"));
+    if !fits {
+        return Err(format!("{v} is {type_of}, not {types:?}"));
+    }
+    if let Value::Object(o) = v {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if !o.contains_key(r.as_str().unwrap()) {
+                return Err(format!("missing {r} in {v}"));
+            }
+        }
+        for (k, field) in o {
+            match &schema["properties"][k] {
+                Value::Null => match &schema["additionalProperties"] {
+                    Value::Bool(false) => return Err(format!("unexpected field {k}")),
+                    Value::Object(_) => conforms(field, &schema["additionalProperties"], doc)?,
+                    _ => {}
+                },
+                s => conforms(field, s, doc).map_err(|e| format!("{k}: {e}"))?,
+            }
+        }
+    }
+    if let (Value::Array(items), Value::Object(_)) = (v, &schema["items"]) {
+        for i in items {
+            conforms(i, &schema["items"], doc)?;
+        }
+    }
+    Ok(())
+}
+
+/// The answer to one request, checked against the document's schema for
+/// that route, method and status.
+fn checked(doc: &Value, port: u16, method: &str, path: &str, route: &str, body: Option<&str>) -> (u16, Value) {
+    let (code, v) = call(port, method, path, body, None);
+    let op = &doc["paths"][route][method.to_lowercase()];
+    assert!(op.is_object(), "{method} {route} is not documented");
+    let schema = &op["responses"][code.to_string()]["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {route} answered {code}, which is not documented");
+    if let Err(e) = conforms(&v, schema, doc) {
+        panic!("{method} {path} ({code}) does not conform: {e}");
+    }
+    (code, v)
+}
+
+#[test]
+fn responses_conform_to_the_openapi_document() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-conform");
+    let s = serve(&d, &[]);
+    let doc = call(s.port, "GET", "/v1/openapi.json", None, None).1;
+    let p = s.port;
+    // The checker itself rejects what does not fit.
+    let enqueued = json!({"$ref": "#/components/schemas/Enqueued"});
+    assert!(conforms(&json!({"id": "a", "queue": "q", "status": "maybe"}), &enqueued, &doc).is_err());
+    assert!(conforms(&json!({"id": "a", "queue": "q"}), &enqueued, &doc).is_err());
+    assert!(conforms(&json!({"id": "a", "queue": "q", "status": "duplicate"}), &enqueued, &doc).is_ok());
+    let c = |m: &str, path: &str, route: &str, body: Option<&str>| checked(&doc, p, m, path, route, body);
+    c("POST", "/v1/jobs", "/v1/jobs", Some(r#"{"kind":"echo","payload":[1],"id":"c1"}"#));
+    c("POST", "/v1/jobs", "/v1/jobs", Some(r#"[{"kind":"nope","id":"c2"},{"kind":"noop","id":"c3","delay":"1h"}]"#));
+    c("POST", "/v1/jobs", "/v1/jobs", Some(r#"{"kind":""}"#));
+    c("GET", "/v1/jobs/c1", "/v1/jobs/{id}", None);
+    let mut w = d.worker(&[]);
+    wait_until(Duration::from_secs(10), || d.stat("default", "dead") == 1 && d.stat("default", "completed") == 1);
+    w.terminate(Duration::from_secs(10));
+    for id in ["c1", "c2", "c3", "none"] {
+        c("GET", &format!("/v1/jobs/{id}"), "/v1/jobs/{id}", None);
+    }
+    c("GET", "/v1/queues", "/v1/queues", None);
+    for state in ["pending", "scheduled", "inflight", "dead", "completed", "bogus"] {
+        c("GET", &format!("/v1/queues/default/jobs?state={state}&limit=1"), "/v1/queues/{queue}/jobs", None);
+    }
+    c("POST", "/v1/queues/default/requeue", "/v1/queues/{queue}/requeue", Some(r#"{"ids":["c2","c1"]}"#));
+    c("POST", "/v1/queues/default/cancel", "/v1/queues/{queue}/cancel", Some(r#"{"ids":["c3"]}"#));
+    c("POST", "/v1/queues/default/delete", "/v1/queues/{queue}/delete", Some(r#"{"all":true,"state":"completed"}"#));
+    c("POST", "/v1/queues/default/delete", "/v1/queues/{queue}/delete", Some(r#"{"oops":1}"#));
+    c("POST", "/v1/queues/default/pause", "/v1/queues/{queue}/pause", None);
+    c("POST", "/v1/queues/default/resume", "/v1/queues/{queue}/resume", None);
+    c("POST", "/v1/queues/nosuch/pause", "/v1/queues/{queue}/pause", None);
+}
+
 #[test]
 fn the_openapi_document_names_every_route() {
     let redis = Redis::shared();
@@ -288,4 +401,21 @@ fn the_openapi_document_names_every_route() {
     for p in &paths {
         assert!(routed.contains(p), "openapi.json documents {p}, which is not routed");
     }
+}
+
+#[test]
+fn shutdown_lets_requests_in_progress_finish() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-shutdown");
+    let mut s = serve(&d, &[]);
+    call(s.port, "POST", "/v1/jobs", Some(r#"{"kind":"noop","id":"w1"}"#), None);
+    let port = s.port;
+    let waiting = std::thread::spawn(move || call(port, "GET", "/v1/jobs/w1?wait=2s", None, None));
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let status = s.proc.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let (code, job) = waiting.join().unwrap();
+    assert_eq!((code, job["state"].as_str()), (200, Some("pending")), "answered, not cut");
+    assert!(started.elapsed() >= Duration::from_millis(1200), "the wait ran its course: {:?}", started.elapsed());
 }

@@ -352,22 +352,30 @@ impl Broker {
         let k = self.keys(queue);
         let c = self.client();
         let op = "read job";
-        let (body, attempts, error, history, result) = tokio::try_join!(
-            c.hget::<Option<Bytes>, _, _>(&k.jobs, id),
-            c.hget::<Option<u64>, _, _>(&k.attempts, id),
-            c.hget::<Option<Bytes>, _, _>(&k.errors, id),
-            c.hget::<Option<Bytes>, _, _>(&k.history, id),
-            c.hget::<Option<Bytes>, _, _>(&k.results, id),
-        )
-        .map_err(redis(op))?;
-        let (inflight, scheduled, dead, completed, marker) = tokio::try_join!(
-            c.zscore::<Option<f64>, _, _>(&k.inflight, id),
-            c.zscore::<Option<f64>, _, _>(&k.scheduled, id),
-            c.zscore::<Option<f64>, _, _>(&k.dead, id),
-            c.zscore::<Option<f64>, _, _>(&k.completed, id),
-            c.get::<Option<String>, _>(k.idem(id)),
-        )
-        .map_err(redis(op))?;
+        let idem = k.idem(id);
+        let keys = [
+            &*k.jobs,
+            &k.attempts,
+            &k.errors,
+            &k.history,
+            &k.results,
+            &k.inflight,
+            &k.scheduled,
+            &k.dead,
+            &k.completed,
+            &idem,
+        ];
+        let v = eval(c, &self.scripts.job, op, &keys, vec![id.into()]).await?;
+        let Value::Array(f) = v else { return Err(BrokerError::reply(op, &v)) };
+        if f.len() != 10 {
+            return Err(BrokerError::Reply { op, detail: format!("{} fields", f.len()) });
+        }
+        let bytes = |i: usize| f[i].as_bytes().map(Bytes::copy_from_slice);
+        let score = |i: usize| f[i].as_string().and_then(|s| s.parse::<f64>().ok());
+        let (body, error, history, result) = (bytes(0), bytes(2), bytes(3), bytes(4));
+        let attempts = f[1].as_string().and_then(|a| a.parse::<u64>().ok());
+        let (inflight, scheduled, dead, completed) = (score(5), score(6), score(7), score(8));
+        let marker = f[9].as_string();
         // Completed and not retained: only its completion marker is left.
         let marked = marker.is_some_and(|v| !v.starts_with("r:"));
         if body.is_none() && !marked {

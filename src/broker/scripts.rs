@@ -48,6 +48,7 @@ scripts! {
     rate_limit => "rate-limit.lua",
     trim => "trim.lua",
     find => "find.lua",
+    job => "job.lua",
 }
 
 /// A script's source with its `-- @include retain` line replaced by the

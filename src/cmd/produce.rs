@@ -173,7 +173,8 @@ async fn wait_for(
         if open.is_empty() {
             break;
         }
-        if tokio::time::Instant::now() + poll > deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
             for (id, q, ok) in &open {
                 let state = broker.job_in(id, q).await?.map(|j| j.state).unwrap_or_default();
                 if json {
@@ -184,7 +185,7 @@ async fn wait_for(
             }
             break;
         }
-        tokio::time::sleep(poll).await;
+        tokio::time::sleep(poll.min(left)).await;
         poll = (poll * 2).min(std::time::Duration::from_secs(1));
     }
     match (dead, open.len()) {
