@@ -309,6 +309,33 @@ type Route = Arc<dyn Fn(&JobContext) -> HandlerFuture<'_> + Send + Sync>;
 /// Routes kinds to typed async handlers; one worker runs many kinds.
 /// A kind without a route is a permanent failure (`no handler for kind`),
 /// a payload that does not decode as its type too.
+///
+/// A handler can be tried without Redis by giving the router a context:
+///
+/// ```
+/// use dtq::worker::handler::{Cancellation, Handler};
+/// use dtq::{Job, JobContext, JobError, Router};
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct Add { a: i64, b: i64 }
+/// # impl Job for Add { const KIND: &'static str = "add"; }
+/// let router = Router::new().route(|job: Add, _ctx: JobContext| async move { Ok::<_, JobError>(job.a + job.b) });
+/// let ctx = JobContext {
+///     id: "j1".into(),
+///     queue: "default".into(),
+///     kind: "add".into(),
+///     attempt: 1,
+///     payload: serde_json::value::RawValue::from_string(r#"{"a":2,"b":3}"#.into()).unwrap(),
+///     idempotency_key: None,
+///     timeout: std::time::Duration::from_secs(5),
+///     cancel: Cancellation::default(),
+///     grace: std::time::Duration::from_secs(1),
+/// };
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(rt.block_on(router.handle(&ctx)).unwrap(), Some("5".to_string()));
+/// let mut other = ctx.clone();
+/// other.kind = "sub".into();
+/// assert!(rt.block_on(router.handle(&other)).unwrap_err().message().contains("no handler"));
+/// ```
 #[derive(Default, Clone)]
 pub struct Router {
     routes: HashMap<String, Route>,
@@ -456,13 +483,13 @@ impl WorkerBuilder {
         self.cfg.validate().map_err(Error::Config)?;
         let handler = self.router.ok_or_else(|| Error::Config("no router: add one with .router(...)".into()))?;
         let stop = CancellationToken::new();
-        let status = Arc::new(crate::http::Status::default());
+        let status = Arc::new(crate::status::Status::default());
         let broker = self.client.broker.clone();
         let reaper = self.reaper.then(|| {
             tokio::spawn(crate::reaper::run(
                 broker.clone(),
                 crate::reaper::ReaperConfig::default(),
-                Arc::new(crate::http::Status::default()),
+                Arc::new(crate::status::Status::default()),
                 stop.clone(),
             ))
         });

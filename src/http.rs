@@ -8,50 +8,12 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness of a process as `/ready` reports it.
-#[derive(Debug)]
-pub struct Status {
-    redis_ok: AtomicBool,
-    /// False while a worker cannot write job outcomes.
-    outcomes_ok: AtomicBool,
-    shutting_down: AtomicBool,
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        Status {
-            redis_ok: AtomicBool::new(false),
-            outcomes_ok: AtomicBool::new(true),
-            shutting_down: AtomicBool::new(false),
-        }
-    }
-}
-
-impl Status {
-    pub fn ready(&self) -> bool {
-        self.redis_ok.load(Ordering::Relaxed)
-            && self.outcomes_ok.load(Ordering::Relaxed)
-            && !self.shutting_down.load(Ordering::Relaxed)
-    }
-
-    pub fn set_outcomes_ok(&self, ok: bool) {
-        self.outcomes_ok.store(ok, Ordering::Relaxed);
-    }
-
-    pub fn set_redis_ok(&self, ok: bool) {
-        self.redis_ok.store(ok, Ordering::Relaxed);
-    }
-
-    pub fn set_shutting_down(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
-    }
-}
+pub use crate::status::Status;
 
 /// A response with a fixed body.
 pub type Reply = Response<Full<Bytes>>;

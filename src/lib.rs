@@ -7,18 +7,25 @@
 //! command line.
 
 pub mod broker;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
 mod client;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cmd;
 pub mod config;
 mod group;
+#[cfg(feature = "cli")]
 pub mod http;
 pub mod job;
 pub mod keys;
 pub mod metrics;
 pub mod reaper;
 pub mod retention;
+#[cfg(feature = "cli")]
 pub mod serve;
+pub mod status;
 pub mod worker;
 
 pub use broker::JobInfo;

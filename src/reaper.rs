@@ -12,9 +12,9 @@
 //! for the `dtq_queue_depth` gauge, so only one process reads them.
 
 use crate::broker::Broker;
-use crate::http::Status;
 use crate::keys;
 use crate::metrics;
+use crate::status::Status;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -41,9 +41,9 @@ mod weights;
 pub use handler::{Builtin, CancelReason, Cancellation, Handler, HandlerError, HandlerFuture, JobContext};
 
 use crate::broker::{Broker, LeaseRef, Start, StartCheck};
-use crate::http::Status;
 use crate::keys::QueueKeys;
 use crate::metrics::QueueMetrics;
+use crate::status::Status;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
