@@ -32,6 +32,8 @@ RUN mkdir -p src \
 #    (src/broker/scripts.rs -> ../../lua/), so lua/ must be there too.
 #    The placeholder's fingerprints are gone above, and the sources are
 #    touched, so cargo cannot mistake the placeholder for an up-to-date build.
+#    build.rs puts the commit into --version ("unknown" without .git).
+COPY build.rs ./
 COPY src ./src
 COPY lua ./lua
 # The release profile keeps line tables for readable panic backtraces (~70 MB
@@ -62,8 +64,9 @@ COPY --from=builder /build/target/release/dtq /usr/local/bin/dtq
 # Numeric so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 
-# 9090: `dtq work` /health /ready /metrics; 9091: `dtq reap` the same.
-EXPOSE 9090 9091
+# 9090: `dtq work` /health /ready /metrics; 9091: `dtq reap` the same;
+# 8080: `dtq serve` (the HTTP API, and its /health /ready /metrics).
+EXPOSE 8080 9090 9091
 
 # tini is PID 1: it reaps the zombies of --exec handlers' grandchildren that
 # outlive their parent (orphans are re-parented to PID 1, and dtq is not
