@@ -157,7 +157,7 @@ pub struct WorkArgs {
     /// Headers X-Dtq-Job-Id, X-Dtq-Queue, X-Dtq-Kind, X-Dtq-Attempt and
     /// Idempotency-Key. 2xx = success (its body is the job's result);
     /// 429 and 5xx = retry (Retry-After:
-    /// <seconds> sets the delay, at most --backoff-max); any other status =
+    /// `<seconds>` sets the delay, at most --backoff-max); any other status =
     /// permanent failure (dead-letter now).
     #[arg(help_heading = "Handler", long)]
     pub http: Option<String>,

@@ -60,13 +60,23 @@ pub enum Error {
     InvalidJob(String),
     /// A payload that does not serialize to JSON.
     #[error("kind {kind}: the payload does not serialize: {message}")]
-    Serialize { kind: String, message: String },
+    Serialize {
+        /// The job kind whose payload failed.
+        kind: String,
+        /// The serializer's error message.
+        message: String,
+    },
     /// A worker setting out of range.
     #[error("worker configuration: {0}")]
     Config(String),
     /// [`Client::wait`] ran out of time; the job is in this state.
     #[error("job {id} still {state} after the wait")]
-    Timeout { id: String, state: String },
+    Timeout {
+        /// The job id waited on.
+        id: String,
+        /// The job's state when the wait ended.
+        state: String,
+    },
 }
 
 /// A job type: plain data tied to a stable kind name (the wire name: do not
@@ -185,7 +195,9 @@ impl Client {
 /// What an enqueue did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enqueued {
+    /// The job id (chosen, or generated when none was given).
     pub id: String,
+    /// The queue the job went to.
     pub queue: String,
     /// A job with this id already existed (or completed within the
     /// idempotency window): nothing new was enqueued. Not an error.
@@ -342,6 +354,7 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router with no routes.
     pub fn new() -> Self {
         Router::default()
     }
@@ -407,6 +420,8 @@ pub struct WorkerBuilder {
 pub struct Worker;
 
 impl Worker {
+    /// A builder for a worker on `client`'s connection, with the default
+    /// settings, no queues and no router; the reaper is on.
     pub fn builder(client: &Client) -> WorkerBuilder {
         WorkerBuilder {
             client: client.clone(),

@@ -37,12 +37,15 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// What a server answers.
 pub trait Routes: Send + Sync + 'static {
+    /// The response to `req`.
     fn answer(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> futures::future::BoxFuture<'static, Reply>;
 }
 
 /// The ops routes: `/health`, `/ready`, `/metrics`.
 pub struct Ops {
+    /// The readiness `/ready` reports.
     pub status: Arc<Status>,
+    /// The Prometheus recorder `/metrics` renders.
     pub metrics: PrometheusHandle,
 }
 

@@ -28,13 +28,22 @@ pub enum RunAt {
 /// A validated job spec, ready to enqueue.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
+    /// The kind that routes it to its handler.
     pub kind: String,
+    /// The payload, as JSON text (`null` when the spec has none).
     pub payload: Box<RawValue>,
+    /// The queue; `None` for [`Defaults::queue`].
     pub queue: Option<String>,
+    /// A job id of the client's own; `None` to generate one.
     pub id: Option<String>,
+    /// The execution guard key, if the spec sets one.
     pub idempotency_key: Option<String>,
+    /// Failures allowed before dead-letter; `None` for
+    /// [`Defaults::max_retries`].
     pub max_retries: Option<u32>,
+    /// When it may first run.
     pub run_at: RunAt,
+    /// The handler's time limit; `None` for the worker's.
     pub timeout: Option<Duration>,
 }
 
@@ -56,9 +65,13 @@ impl JobSpec {
 
 /// Flag defaults applied to specs that do not set their own.
 pub struct Defaults {
+    /// The queue of specs that name none.
     pub queue: String,
+    /// Failures allowed before dead-letter.
     pub max_retries: u32,
+    /// A delay for specs that set neither `delay` nor `run_at`.
     pub delay: Option<std::time::Duration>,
+    /// The idempotency key of specs that set none.
     pub idempotency_key: Option<String>,
 }
 
@@ -96,7 +109,9 @@ impl Defaults {
 /// Why a job spec was rejected; `field` is set when one field is at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpecError {
+    /// The field at fault, if one is.
     pub field: Option<String>,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -342,8 +357,10 @@ pub struct StoredJob<'a> {
     /// it from the body's opening bytes without decoding the payload.
     #[serde(rename = "r")]
     pub max_retries: u32,
+    /// The job kind.
     #[serde(rename = "k", borrow)]
     pub kind: std::borrow::Cow<'a, str>,
+    /// The payload, as JSON text.
     #[serde(rename = "p", borrow)]
     pub payload: &'a RawValue,
     /// Handler timeout in ms, if the job set its own.

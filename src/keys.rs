@@ -32,20 +32,35 @@ pub struct QueueKeys {
     /// Namespace-qualified queue prefix with the hash tag, e.g. `dtq:{emails}`.
     prefix: String,
     queue_start: usize,
+    /// `pending` LIST: ids ready to run.
     pub pending: String,
+    /// `inflight` ZSET: id → lease deadline (ms, Redis clock).
     pub inflight: String,
+    /// `scheduled` ZSET: id → run-at (ms).
     pub scheduled: String,
+    /// `dead` ZSET: id → died-at (ms).
     pub dead: String,
+    /// `jobs` HASH: id → job body.
     pub jobs: String,
+    /// `attempts` HASH: id → attempts started.
     pub attempts: String,
+    /// `leases` HASH: id → lease token of the running attempt.
     pub leases: String,
+    /// `errors` HASH: id → last error.
     pub errors: String,
+    /// `completed` ZSET: id → finished-at (ms) of retained completed jobs.
     pub completed: String,
+    /// `results` HASH: id → a retained completed job's result.
     pub results: String,
+    /// `history` HASH: id → attempt history.
     pub history: String,
+    /// `retention` HASH: the queue's retention settings.
     pub retention: String,
+    /// `stats` HASH: lifetime counters.
     pub stats: String,
+    /// `paused` STRING: present while the queue is paused.
     pub paused: String,
+    /// `signal` LIST: wake-up marker for idle workers.
     pub signal: String,
 }
 

@@ -1,10 +1,15 @@
 //! dtq: a distributed task queue on Redis.
 //!
-//! The engine is a library: [`broker::Broker`] speaks to Redis (every state
+//! For applications: [`Client`] enqueues typed [`Job`]s and reads them back,
+//! [`Router`] and [`Worker`] run them (see the `client` example below and
+//! `examples/`). Underneath, [`broker::Broker`] speaks to Redis (every state
 //! transition is one Lua script), [`worker::run`] runs jobs through a
 //! [`worker::Handler`], and [`reaper::run`] recovers expired leases and
-//! promotes scheduled jobs. The `dtq` binary ([`cmd`]) wires them to the
-//! command line.
+//! promotes scheduled jobs. With the default `cli` feature the `dtq` binary
+//! wires them to the command line; `default-features = false` builds the
+//! library alone.
+
+#![warn(missing_docs)]
 
 pub mod broker;
 #[cfg(feature = "cli")]

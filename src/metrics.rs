@@ -7,19 +7,33 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// Counter: jobs completed successfully.
 pub const PROCESSED: &str = "dtq_tasks_processed_total";
+/// Counter: failed attempts (errors and timeouts).
 pub const FAILED: &str = "dtq_tasks_failed_total";
+/// Counter: failed attempts scheduled for a retry.
 pub const RETRIED: &str = "dtq_tasks_retried_total";
+/// Counter: jobs moved to the dead-letter set.
 pub const DEAD_LETTERED: &str = "dtq_tasks_dead_lettered_total";
+/// Counter: expired leases whose jobs were put back in pending.
 pub const RECOVERED: &str = "dtq_tasks_recovered_total";
+/// Gauge: jobs being processed by this worker now.
 pub const ACTIVE: &str = "dtq_active_processing";
+/// Histogram: handler run time per attempt, in seconds.
 pub const DURATION: &str = "dtq_task_duration_seconds";
+/// Gauge: jobs per queue and state, sampled by the reaper leader.
 pub const QUEUE_DEPTH: &str = "dtq_queue_depth";
+/// Counter: jobs deferred by the distributed rate limiter.
 pub const RATE_LIMITED: &str = "dtq_rate_limited_total";
+/// Gauge: circuit breaker state per kind (0 closed, 1 half-open, 2 open).
 pub const CIRCUIT_STATE: &str = "dtq_circuit_state";
+/// Gauge: 1 in the process that holds the reaper lock, else 0.
 pub const REAPER_LEADER: &str = "dtq_reaper_leader";
+/// Counter: finished jobs removed by retention, by state (dead, completed).
 pub const TRIMMED: &str = "dtq_jobs_trimmed_total";
+/// Counter: API requests answered by `dtq serve`, by route and status code.
 pub const HTTP_REQUESTS: &str = "dtq_http_requests_total";
+/// Histogram: API request time in `dtq serve`, by route, in seconds.
 pub const HTTP_DURATION: &str = "dtq_http_request_duration_seconds";
 
 /// Histogram buckets from 1 ms to 60 s.
@@ -113,18 +127,26 @@ pub fn render(handle: &PrometheusHandle) -> String {
 /// The series of one (queue, kind).
 #[derive(Clone)]
 pub struct KindMetrics {
+    /// [`PROCESSED`].
     pub processed: Counter,
+    /// [`FAILED`].
     pub failed: Counter,
+    /// [`RETRIED`].
     pub retried: Counter,
+    /// [`DEAD_LETTERED`].
     pub dead_lettered: Counter,
+    /// [`RATE_LIMITED`].
     pub rate_limited: Counter,
+    /// [`DURATION`].
     pub duration: Histogram,
 }
 
 /// Per-queue metric handles with a cache of per-kind ones.
 pub struct QueueMetrics {
     queue: String,
+    /// [`ACTIVE`].
     pub active: Gauge,
+    /// [`RECOVERED`].
     pub recovered: Counter,
     kinds: Mutex<HashMap<String, Arc<KindMetrics>>>,
 }
@@ -135,6 +157,7 @@ pub fn trimmed(queue: &str, state: &'static str) -> Counter {
 }
 
 impl QueueMetrics {
+    /// The handles of `queue`, with no per-kind ones yet.
     pub fn new(queue: &str) -> Self {
         QueueMetrics {
             queue: queue.to_string(),

@@ -32,6 +32,7 @@ const DEPTH_EVERY: Duration = Duration::from_secs(5);
 pub struct ReaperConfig {
     /// Longest sleep between cycles (a due scheduled job wakes it sooner).
     pub interval: Duration,
+    /// Lifetime of the leader lock; the leader renews it before it expires.
     pub lock_ttl: Duration,
 }
 

@@ -18,6 +18,7 @@ pub struct Retention {
     pub dead_ttl: Duration,
     /// Most completed jobs kept; 0 keeps none.
     pub completed_max: u64,
+    /// Completed jobs older than this go.
     #[serde(serialize_with = "as_secs")]
     pub completed_ttl: Duration,
 }
@@ -44,13 +45,18 @@ pub const MAX_ERROR: usize = 4096;
 /// A change to some of a queue's settings (`None` = leave as is).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RetentionUpdate {
+    /// New [`Retention::dead_max`].
     pub dead_max: Option<u64>,
+    /// New [`Retention::dead_ttl`].
     pub dead_ttl: Option<Duration>,
+    /// New [`Retention::completed_max`].
     pub completed_max: Option<u64>,
+    /// New [`Retention::completed_ttl`].
     pub completed_ttl: Option<Duration>,
 }
 
 impl RetentionUpdate {
+    /// Changes nothing: no setting is given.
     pub fn is_empty(&self) -> bool {
         self.dead_max.is_none()
             && self.dead_ttl.is_none()
@@ -90,11 +96,13 @@ pub fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
 pub struct AttemptRecord {
     /// 1-based; 0 for a job acknowledged without running (`skipped`).
     pub attempt: u64,
+    /// RFC 3339 time it started.
     pub started_at: String,
     /// `None` while the attempt runs.
     pub finished_at: Option<String>,
     /// ok, retry, dead, timeout, lost, skipped; `running` while it runs.
     pub outcome: String,
+    /// The attempt's error, if it failed.
     pub error: Option<String>,
 }
 

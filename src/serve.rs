@@ -34,7 +34,9 @@ const PAGE: (usize, usize) = (50, 1000);
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Every request.
     Admin,
+    /// `GET` requests only.
     ReadOnly,
 }
 
@@ -66,6 +68,7 @@ impl Tokens {
         Ok(Tokens(out))
     }
 
+    /// No token is configured: requests are not authenticated.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -101,6 +104,8 @@ pub struct Api {
 }
 
 impl Api {
+    /// The API with its ops routes and accepted tokens, not connected to
+    /// Redis yet (see [`Api::connected`]).
     pub fn new(ops: Ops, tokens: Tokens) -> Self {
         Api { broker: OnceCell::new(), enqueuer: OnceCell::new(), ops, tokens }
     }

@@ -9,17 +9,22 @@ use std::time::Duration;
 /// TLS material for `rediss://` beyond the system roots.
 #[derive(Debug, Clone, Default)]
 pub struct TlsFiles {
+    /// PEM file of extra CA certificates to trust.
     pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate chain for mutual TLS (with `key_file`).
     pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the client certificate.
     pub key_file: Option<std::path::PathBuf>,
 }
 
 /// A parsed Redis target.
 #[derive(Clone, Debug)]
 pub struct RedisTarget {
+    /// The fred client config, TLS included.
     pub config: Config,
     /// The URL with any password replaced by `***`: safe for logs and errors.
     pub redacted: String,
+    /// A Redis Cluster target (`redis-cluster://`).
     pub clustered: bool,
 }
 

@@ -12,15 +12,21 @@ use serde::Serialize;
 /// Sizes and lifetime counters of one queue.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QueueStats {
+    /// Jobs waiting to be leased.
     pub pending: u64,
+    /// Jobs leased to a worker and running.
     pub inflight: u64,
+    /// Jobs waiting for their run time (delayed or retrying).
     pub scheduled: u64,
+    /// Dead-lettered jobs.
     pub dead: u64,
     /// Completed jobs retained (see `admin retention`).
     pub completed: u64,
+    /// Jobs completed successfully (lifetime counter).
     pub processed: u64,
     /// Failed attempts (not jobs).
     pub failed: u64,
+    /// The queue is paused: workers lease nothing from it.
     pub paused: bool,
     /// Age of the oldest pending job (since it was enqueued), in ms; `None`
     /// when nothing is pending.
@@ -30,17 +36,25 @@ pub struct QueueStats {
 /// A state a job can be listed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
+    /// Waiting to be leased.
     Pending,
+    /// Waiting for its run time.
     Scheduled,
+    /// Leased to a worker.
     Inflight,
+    /// Dead-lettered.
     Dead,
+    /// Completed and retained.
     Completed,
 }
 
 impl JobState {
+    /// Every state, in listing order.
     pub const ALL: [JobState; 5] =
         [JobState::Pending, JobState::Scheduled, JobState::Inflight, JobState::Dead, JobState::Completed];
 
+    /// Its lowercase name (`pending`, `scheduled`, ...), as the command line
+    /// and the API spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Pending => "pending",
@@ -65,6 +79,7 @@ impl std::str::FromStr for JobState {
 /// Filters of a finished-job listing, applied in Redis.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
+    /// Only jobs of this kind.
     pub kind: Option<String>,
     /// Case-insensitive text in the id, the error or the body.
     pub search: Option<String>,
@@ -76,11 +91,17 @@ pub struct Filter {
 /// the API's job lists show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ListedJob {
+    /// The job id.
     pub id: String,
+    /// The queue it is in.
     pub queue: String,
+    /// The state it was listed in ([`JobState::as_str`]).
     pub state: &'static str,
+    /// Its kind; `None` if the body is corrupt.
     pub kind: Option<String>,
+    /// Attempts started.
     pub attempts: u64,
+    /// The last failed attempt's error.
     pub error: Option<String>,
     /// RFC 3339 time it was dead-lettered (dead jobs only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,6 +118,7 @@ pub struct ListedJob {
     /// The time the listing is ordered by (Unix ms; 0 for pending jobs).
     #[serde(skip)]
     pub at_ms: u64,
+    /// The job's payload; `null` if the body is corrupt.
     pub payload: serde_json::Value,
     /// A completed job's result (JSON if it reads as JSON, else a string).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +131,7 @@ pub struct ListedJob {
 /// One page of a listing and where the next one starts.
 #[derive(Debug, Clone)]
 pub struct Page {
+    /// The jobs of this page, newest first.
     pub jobs: Vec<ListedJob>,
     /// `None` when nothing is left.
     pub next: Option<Cursor>,
@@ -147,18 +170,27 @@ pub const MAX_PAGE: usize = 1000;
 /// Everything known about one job.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobInfo {
+    /// The job id.
     pub id: String,
+    /// The queue it is in.
     pub queue: String,
+    /// Its kind; `None` if the body is corrupt or gone (completed and not
+    /// retained).
     pub kind: Option<String>,
     /// pending, scheduled, inflight, dead or completed.
     pub state: String,
+    /// The job's payload; `null` if the body is corrupt or gone.
     pub payload: serde_json::Value,
     /// A completed job's result (JSON if it reads as JSON, else a string).
     pub result: Option<serde_json::Value>,
     /// The last failed attempt's error.
     pub error: Option<String>,
+    /// Attempts started.
     pub attempts: u64,
+    /// Failures allowed before dead-letter; `None` if the body is corrupt or
+    /// gone.
     pub max_retries: Option<u32>,
+    /// RFC 3339 time it was enqueued.
     pub enqueued_at: Option<String>,
     /// When a scheduled job runs.
     pub run_at: Option<String>,
@@ -167,6 +199,7 @@ pub struct JobInfo {
     pub lease_until: Option<String>,
     /// When a dead or completed job finished.
     pub finished_at: Option<String>,
+    /// The idempotency key in force (explicit key, else a client-chosen id).
     pub idempotency_key: Option<String>,
     /// Its attempts, oldest first (at most [`crate::retention::HISTORY_MAX`]).
     pub history: Vec<AttemptRecord>,

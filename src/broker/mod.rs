@@ -20,10 +20,24 @@ use std::time::Duration;
 /// A failed broker operation; `op` names what was being done.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
+    /// Redis (or the connection to it) returned an error.
     #[error("{op}: {message}")]
-    Redis { op: &'static str, message: String, kind: ErrorKind },
+    Redis {
+        /// The operation that failed.
+        op: &'static str,
+        /// The error, described.
+        message: String,
+        /// fred's classification of the error.
+        kind: ErrorKind,
+    },
+    /// Redis answered with something the operation cannot read.
     #[error("{op}: unexpected reply from Redis: {detail}")]
-    Reply { op: &'static str, detail: String },
+    Reply {
+        /// The operation that failed.
+        op: &'static str,
+        /// The reply, or what is wrong with it.
+        detail: String,
+    },
 }
 
 impl BrokerError {
@@ -54,19 +68,24 @@ impl BrokerError {
 /// A job leased to this worker by [`Broker::dequeue`].
 #[derive(Debug, Clone)]
 pub struct Leased {
+    /// The job id.
     pub id: String,
     /// The stored body; `None` if it was missing (it may not be UTF-8 or JSON).
     pub body: Option<fred::bytes::Bytes>,
     /// 1-based number this attempt gets if it starts (confirmed by [`Broker::start`]).
     pub attempt: u32,
+    /// The lease token that fences this attempt's settle calls.
     pub token: String,
 }
 
 /// A job to enqueue: its id, stored body and schedule.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// The job id.
     pub id: String,
+    /// The body to store (a serialized [`crate::job::StoredJob`]).
     pub body: String,
+    /// Delay before it may run, in ms from when Redis accepts it; 0 = none.
     pub delay_ms: u64,
     /// Absolute run-at (Unix ms, Redis clock); 0 = none.
     pub run_at_ms: u64,
@@ -77,7 +96,9 @@ pub struct NewJob {
 /// One leased attempt, with the idempotency key it may hold.
 #[derive(Debug, Clone)]
 pub struct LeaseRef {
+    /// The job id.
     pub id: String,
+    /// The attempt's lease token.
     pub token: String,
     /// Full key of the idempotency state this attempt holds (`r:<token>`), if any.
     pub lock: Option<String>,
@@ -86,6 +107,7 @@ pub struct LeaseRef {
 /// A completed attempt (see [`Broker::ack`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Completion<'a> {
+    /// The attempt that completed.
     pub lease: &'a LeaseRef,
     /// Idempotency keys to mark completed.
     pub markers: &'a [String],
@@ -96,8 +118,11 @@ pub struct Completion<'a> {
 /// A failed attempt (see [`Broker::fail`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Failure<'a> {
+    /// The attempt that failed.
     pub lease: &'a LeaseRef,
+    /// Retry later or dead-letter.
     pub to: FailTo,
+    /// The error to store (cut to [`crate::retention::MAX_ERROR`] bytes).
     pub error: &'a str,
     /// The attempt's number.
     pub attempt: u32,
@@ -109,14 +134,18 @@ pub struct Failure<'a> {
 /// stale lease); and how many finished jobs retention trimmed meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
+    /// Per job, in order: recorded (`false`: stale lease, nothing changed).
     pub done: Vec<bool>,
+    /// Finished jobs retention trimmed in the same call.
     pub trimmed: u64,
 }
 
 /// What one recover call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {
+    /// Jobs with an expired lease put back in pending.
     pub recovered: u64,
+    /// Jobs with an expired lease dead-lettered (that attempt was their last).
     pub dead: u64,
     /// Expired leases remain.
     pub more: bool,
@@ -136,7 +165,9 @@ pub enum FailTo {
 /// One leased job about to start (see [`Broker::start`]).
 #[derive(Debug, Clone)]
 pub struct StartCheck {
+    /// The job id.
     pub id: String,
+    /// The attempt's lease token.
     pub token: String,
     /// Full key of the job's idempotency state, if it has a key: checked
     /// (not completed, not held by another lease).
@@ -164,13 +195,18 @@ pub enum Start {
 /// Outcome of [`Broker::cancel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancel {
+    /// Removed, with everything stored for it.
     Cancelled,
+    /// Inflight: nothing changed.
     Running,
+    /// Dead-lettered: nothing changed.
     Dead,
+    /// Completed: nothing changed.
     Completed,
     /// Pending, but farther than [`CANCEL_REACH`] from either end of the
     /// list: nothing changed.
     TooDeep,
+    /// No such job in the queue.
     NotFound,
 }
 
@@ -241,10 +277,12 @@ impl Broker {
         &self.target.redacted
     }
 
+    /// The key namespace (e.g. `dtq`).
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
 
+    /// Connected to a Redis Cluster (a `redis-cluster://` URL).
     pub fn is_clustered(&self) -> bool {
         self.target.clustered
     }
@@ -462,6 +500,10 @@ impl Broker {
         settled("fail", v, jobs.len())
     }
 
+    /// Gives leased jobs back without spending an attempt: each `(lease,
+    /// delay in ms, refund)` is visible again after the delay (0: at once, at
+    /// the head of the queue); `refund: Some(n)` gives back attempt `n` whose
+    /// handler started. Per job, in order: released (`false`: stale lease).
     pub async fn release(
         &self,
         k: &QueueKeys,
@@ -643,7 +685,6 @@ impl Broker {
             .map_err(|e| BrokerError::redis("delete queue", e))
     }
 
-    /// True while `k`'s queue is paused.
     /// The retention in force for `queue` (defaults for what is not set).
     pub async fn retention(&self, k: &QueueKeys) -> Result<Retention, BrokerError> {
         let v: Vec<Option<u64>> = self
@@ -686,6 +727,7 @@ impl Broker {
         }
     }
 
+    /// True while `k`'s queue is paused.
     pub async fn is_paused(&self, k: &QueueKeys) -> Result<bool, BrokerError> {
         self.client.exists::<u64, _>(&k.paused).await.map(|n| n > 0).map_err(|e| BrokerError::redis("pause", e))
     }

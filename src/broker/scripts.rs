@@ -16,9 +16,10 @@ use super::BrokerError;
 macro_rules! scripts {
     ($($field:ident => $file:literal),* $(,)?) => {
         /// Every script dtq runs.
-        pub struct Scripts { $(pub $field: Script,)* }
+        pub struct Scripts { $(#[doc = concat!("`lua/", $file, "`.")] pub $field: Script,)* }
 
         impl Scripts {
+            /// Every script, with its includes expanded (not loaded yet).
             pub fn new() -> Self {
                 Scripts { $($field: Script::from_lua(source(include_str!(concat!("../../lua/", $file)))),)* }
             }

@@ -16,9 +16,13 @@ const BUCKETS: usize = 10;
 /// Breaker settings (the contract's defaults in `Default`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerConfig {
+    /// Failure rate (over 0, at most 1) of the window that opens the breaker.
     pub failure_rate: f64,
+    /// The span of the rolling window of outcomes.
     pub window: Duration,
+    /// Fewest outcomes in the window before the breaker can open.
     pub min_calls: u32,
+    /// How long an open breaker defers the kind's jobs before going half-open.
     pub cooldown: Duration,
     /// Probe jobs let through at once while half-open.
     pub probes: u32,
@@ -119,6 +123,7 @@ fn publish(kind: &str, state: State) {
 }
 
 impl Breakers {
+    /// No breakers yet; each kind gets one with `cfg` when first seen.
     pub fn new(cfg: BreakerConfig) -> Self {
         Breakers { cfg, map: Arc::new(Mutex::new(HashMap::new())) }
     }

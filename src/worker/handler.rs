@@ -51,11 +51,15 @@ impl Cancellation {
 /// What a handler sees of a job.
 #[derive(Debug, Clone)]
 pub struct JobContext {
+    /// The job id.
     pub id: String,
+    /// The queue it was leased from.
     pub queue: Arc<str>,
+    /// The job kind.
     pub kind: String,
     /// 1-based attempt number.
     pub attempt: u32,
+    /// The payload, as JSON text.
     pub payload: Box<RawValue>,
     /// The idempotency key in force (explicit key, else a client-chosen id).
     pub idempotency_key: Option<String>,
@@ -75,24 +79,38 @@ pub struct JobContext {
 pub enum HandlerError {
     /// Try again later: after `after` if the handler said so (`Retry-After`),
     /// else after the backoff delay.
-    Retry { message: String, after: Option<Duration> },
+    Retry {
+        /// What went wrong.
+        message: String,
+        /// How long to wait before the retry; `None` for the backoff delay.
+        after: Option<Duration>,
+    },
     /// Do not retry: dead-letter now.
-    Permanent { message: String },
+    Permanent {
+        /// What went wrong.
+        message: String,
+    },
     /// The worker cannot run this job at all (its `--exec` command is
     /// missing or not executable): not the job's fault. The job is handed
     /// back with its attempt refunded, and the worker pauses taking jobs.
-    Unavailable { message: String },
+    Unavailable {
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl HandlerError {
+    /// A retryable failure, retried after the backoff delay.
     pub fn retry(message: impl Into<String>) -> Self {
         HandlerError::Retry { message: message.into(), after: None }
     }
 
+    /// A failure that dead-letters the job now.
     pub fn permanent(message: impl Into<String>) -> Self {
         HandlerError::Permanent { message: message.into() }
     }
 
+    /// The error message, whatever the kind of failure.
     pub fn message(&self) -> &str {
         match self {
             HandlerError::Retry { message, .. }
@@ -116,6 +134,8 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<JobResult, Handl
 /// `JobContext::grace` later, so a handler must be cancel-safe: release what
 /// it holds on drop. A panic fails the attempt like an error.
 pub trait Handler: Send + Sync + 'static {
+    /// Runs one attempt of `job`: `Ok` with its result completes it, `Err`
+    /// fails the attempt as the error says.
     fn handle<'a>(&'a self, job: &'a JobContext) -> HandlerFuture<'a>;
 }
 

@@ -54,6 +54,7 @@ pub fn parse_headers(specs: &[String]) -> Result<hyper::HeaderMap, String> {
 }
 
 impl HttpHandler {
+    /// A handler that posts jobs to `url` (`http://` or `https://`).
     pub fn new(url: &str) -> Result<Self, String> {
         Self::with_headers(url, hyper::HeaderMap::new())
     }

@@ -54,7 +54,9 @@ use tokio_util::task::TaskTracker;
 /// A distributed rate limit: at most `limit` starts per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
+    /// Most starts per period.
     pub limit: u64,
+    /// The window the limit counts over.
     pub period: Duration,
 }
 
@@ -73,14 +75,21 @@ impl std::fmt::Debug for AckHook {
 pub struct WorkerConfig {
     /// Queues and their weights.
     pub queues: Vec<(String, u32)>,
+    /// Jobs run at once (1 to 100,000).
     pub concurrency: usize,
+    /// How long a lease lasts without a heartbeat (at least 300 ms).
     pub visibility_timeout: Duration,
+    /// A handler's time limit for jobs that set none.
     pub job_timeout: Duration,
     /// Longest timeout a job may set for itself (longer ones are clamped).
     pub max_job_timeout: Duration,
+    /// How long running jobs get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Base of the retry backoff: full jitter over `base · 2^(n-1)` for retry n.
     pub backoff_base: Duration,
+    /// Longest retry backoff (it also caps a handler's retry delay).
     pub backoff_max: Duration,
+    /// How long a completed client id or idempotency key stays marked done.
     pub idempotency_window: Duration,
     /// Most jobs one dequeue call may lease.
     pub max_batch: usize,
@@ -89,8 +98,11 @@ pub struct WorkerConfig {
     /// adaptive, about 50 ms worth of short jobs (at least 1, at most 1000;
     /// see `fetch`).
     pub prefetch: Option<usize>,
+    /// Rate limits by job kind.
     pub rate_limits: HashMap<String, RateLimit>,
+    /// The per-kind circuit breaker's settings.
     pub breaker: breaker::BreakerConfig,
+    /// Called with each job id once its ack is in Redis.
     pub on_ack: Option<AckHook>,
     /// How often an info line sums up what the worker did (`None`: never).
     pub summary_every: Option<Duration>,
