@@ -101,13 +101,19 @@ pub struct Api {
     enqueuer: OnceCell<Enqueuer>,
     ops: Ops,
     tokens: Tokens,
+    /// The last `GET /v1/queues` answer and when it was read: one read of
+    /// every queue per [`STATS_TTL`], shared by every client.
+    stats: tokio::sync::Mutex<Option<(Instant, Value)>>,
 }
+
+/// How long a `GET /v1/queues` answer is reused.
+pub const STATS_TTL: Duration = Duration::from_secs(1);
 
 impl Api {
     /// The API with its ops routes and accepted tokens, not connected to
     /// Redis yet (see [`Api::connected`]).
     pub fn new(ops: Ops, tokens: Tokens) -> Self {
-        Api { broker: OnceCell::new(), enqueuer: OnceCell::new(), ops, tokens }
+        Api { broker: OnceCell::new(), enqueuer: OnceCell::new(), ops, tokens, stats: Default::default() }
     }
 
     /// Hands over the connected broker: from now on requests reach Redis.
@@ -371,13 +377,22 @@ impl Api {
         }
     }
 
+    /// Every queue's stats, read at most once per [`STATS_TTL`] however
+    /// many clients ask (one refresh at a time; the others wait for it).
     async fn queues(&self, broker: &Broker) -> Answer {
+        let mut cached = self.stats.lock().await;
+        if let Some((at, v)) = cached.as_ref() {
+            if at.elapsed() < STATS_TTL {
+                return Ok((StatusCode::OK, v.clone()));
+            }
+        }
         let mut queues = serde_json::Map::new();
-        for q in broker.queues().await? {
-            let s = broker.queue_stats(&q).await?;
+        for (q, s) in broker.all_queue_stats().await? {
             queues.insert(q, serde_json::to_value(s).expect("stats serialize"));
         }
-        Ok((StatusCode::OK, json!({ "queues": queues })))
+        let v = json!({ "queues": queues });
+        *cached = Some((Instant::now(), v.clone()));
+        Ok((StatusCode::OK, v))
     }
 
     async fn enqueue(&self, broker: &Broker, body: &[u8], q: &[(String, String)]) -> Answer {

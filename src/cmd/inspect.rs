@@ -5,17 +5,12 @@ use super::table::{age, cut, digits, escape, none, Col, Table};
 use crate::broker::{Broker, Filter, JobInfo, JobState, ListedJob};
 use crate::cli::{FinishedArgs, Global, InspectCommand};
 use anyhow::Result;
-use std::collections::BTreeMap;
 
 pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
     let broker = super::connect(g).await?;
     match c {
         InspectCommand::Stats { json } => {
-            let mut queues = BTreeMap::new();
-            for q in broker.queues().await? {
-                let s = broker.queue_stats(&q).await?;
-                queues.insert(q, s);
-            }
+            let queues = broker.all_queue_stats().await?;
             if json {
                 return out(serde_json::json!({ "queues": queues }));
             }
