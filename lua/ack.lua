@@ -74,8 +74,8 @@ if #acked > 0 then
   if redis.call('EXISTS', KEYS[5]) == 1 then redis.call('HDEL', KEYS[5], unpack(acked)) end
   redis.call('HINCRBY', KEYS[6], 'processed', #acked)
   local r = retention(KEYS[10])
-  local histories = redis.call('HMGET', KEYS[9], unpack(acked))
   if r.completed_max > 0 and r.completed_ttl > 0 then
+    local histories = redis.call('HMGET', KEYS[9], unpack(acked))
     local zargs, hargs = {}, {}
     for i, id in ipairs(acked) do
       zargs[2 * i - 1] = now

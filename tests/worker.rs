@@ -323,3 +323,51 @@ fn an_exec_child_that_fills_stderr_before_reading_a_big_payload_does_not_deadloc
     wait_until(Duration::from_secs(10), || d.stat("default", "processed") == 1);
     assert_eq!(ledger.entries().len(), 1);
 }
+
+#[test]
+fn sigterm_stops_a_worker_whose_stderr_is_a_closed_pipe() {
+    // `dtq work 2>&1 | head -1`: once the reader is gone every log write
+    // fails; shutdown must still happen, and exit 0.
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "closed-stderr");
+    let mut child = d
+        .cmd()
+        .args(["work", "--listen", "off"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    d.ok(&["produce", "--kind", "noop", "--count", "20"]);
+    wait_until(Duration::from_secs(10), || d.stat("default", "processed") == 20);
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "still running 15 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+#[test]
+fn an_exec_command_gone_at_run_time_hands_jobs_back_instead_of_dead_lettering_them() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "exec-gone");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("handler.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    let w = d.worker(&["--exec", script.to_str().unwrap()]);
+    // Checked at start (a missing command is exit 2), then gone.
+    w.wait_log("connected to Redis", Duration::from_secs(10));
+    std::fs::remove_file(&script).unwrap();
+    d.ok(&["produce", "--kind", "k", "--id", "gone-1"]);
+    w.wait_log("the handler cannot run", Duration::from_secs(10));
+    let job: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "job", "gone-1", "--json"])).unwrap();
+    assert_ne!(job["state"], "dead", "{job}");
+    assert_eq!(job["attempts"], 0, "the attempt is given back: {job}");
+    assert_eq!(d.stat("default", "dead"), 0);
+}
