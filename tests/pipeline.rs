@@ -430,3 +430,18 @@ fn rediss_with_a_private_ca_works_end_to_end() {
     assert_eq!(o.status.code(), Some(1), "an unknown CA must be refused");
     assert!(stderr(&o).contains("certificate"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_http_handler_that_cannot_connect_says_why() {
+    // A closed port once read "client error (Connect)": the cause is kept.
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "http-refused");
+    let port = free_port();
+    d.ok(&["produce", "--kind", "k", "--id", "r1", "--max-retries", "0"]);
+    let _w = d.worker(&["--http", &format!("http://127.0.0.1:{port}/jobs")]);
+    wait_until(Duration::from_secs(10), || d.stat("default", "dead") == 1);
+    let job: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "job", "r1", "--json"])).unwrap();
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains(&format!("POST http://127.0.0.1:{port}/jobs")), "{error}");
+    assert!(error.to_lowercase().contains("connection refused"), "the cause is named: {error}");
+}
