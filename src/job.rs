@@ -233,7 +233,11 @@ pub fn spec_from_value(value: Value) -> Result<JobSpec, SpecError> {
     let idempotency_key = non_empty(&obj, "idempotency_key")?;
     let max_retries = match obj.get("max_retries") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
+        // 3.0 is an integer too (as JSON Schema counts them).
+        Some(Value::Number(n)) => match n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64).map(|f| f as u64))
+        {
             Some(v) if v <= u32::MAX as u64 => Some(v as u32),
             _ => return Err(field_err("max_retries", "expected an integer from 0 to 4294967295")),
         },
@@ -427,6 +431,12 @@ mod tests {
         assert_eq!(s.kind, "noop");
         assert_eq!(s.payload.get(), "null");
         assert_eq!(s.run_at, RunAt::Now);
+    }
+
+    #[test]
+    fn an_integral_float_is_an_integer() {
+        assert_eq!(spec_from_value(serde_json::json!({"kind":"a","max_retries":3.0})).unwrap().max_retries, Some(3));
+        assert!(spec_from_value(serde_json::json!({"kind":"a","max_retries":3.5})).is_err());
     }
 
     #[test]

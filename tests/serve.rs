@@ -23,12 +23,27 @@ fn serve(d: &Dtq, extra: &[&str]) -> Serve {
     Serve { port, proc }
 }
 
-/// One request: (status, JSON body or Null, raw headers).
+/// One request: (status, JSON body or Null).
 fn call(port: u16, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+    let (status, v, _) = call_with(port, method, path, body, &headers);
+    (status, v)
+}
+
+/// One request with these headers: (status, JSON body or Null, the
+/// response's headers as text).
+fn call_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (u16, Value, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
     let body = body.unwrap_or("");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     // A server that refuses a body early closes the connection: the answer
     // is still there to read.
     let _ = write!(
@@ -39,8 +54,8 @@ fn call(port: u16, method: &str, path: &str, body: Option<&str>, token: Option<&
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let text = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let (head, text) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, serde_json::from_str(text).unwrap_or(Value::Null), head.to_string())
 }
 
 fn token_file(tokens: &[&str]) -> tempfile::NamedTempFile {
@@ -179,8 +194,36 @@ fn serve_refuses_an_open_non_loopback_address_and_bad_token_files() {
 #[test]
 fn every_route_answers_what_it_changed() {
     let redis = Redis::shared();
-    let d = Dtq::new(&redis, "serve-routes");
+    every_route(&Dtq::new(&redis, "serve-routes"));
+}
+
+#[test]
+fn every_route_answers_what_it_changed_on_a_cluster() {
+    let c = Cluster::shared();
+    let d = c.dtq("serve-routes-cluster");
+    every_route(&d);
+    // One request with jobs for queues on different nodes: each queue's jobs
+    // go to its own node, answered in order.
     let s = serve(&d, &[]);
+    let queues = ["emails", "billing", "reports", "thumbs"];
+    let nodes: std::collections::HashSet<u16> =
+        queues.iter().map(|q| c.node_of(&format!("x:{{{q}}}:pending"))).collect();
+    assert!(nodes.len() >= 2, "{nodes:?}");
+    let jobs: Vec<Value> = (0..40).map(|i| json!({"kind":"noop","queue":queues[i % 4],"id":format!("c{i}")})).collect();
+    let (code, answers) = call(s.port, "POST", "/v1/jobs", Some(&Value::from(jobs).to_string()), None);
+    assert_eq!(code, 200, "{answers}");
+    for (i, a) in answers.as_array().unwrap().iter().enumerate() {
+        assert_eq!((a["id"].as_str(), a["queue"].as_str()), (Some(&*format!("c{i}")), Some(queues[i % 4])));
+    }
+    let (_, q) = call(s.port, "GET", "/v1/queues", None, None);
+    for queue in queues {
+        assert_eq!(q["queues"][queue]["pending"], 10, "{q}");
+    }
+}
+
+/// Every route of the API, on the Redis `d` points at.
+fn every_route(d: &Dtq) {
+    let s = serve(d, &[]);
     let p = s.port;
     let post = |path: &str, body: &str| call(p, "POST", path, Some(body), None);
     for i in 0..5 {
@@ -240,7 +283,8 @@ fn every_route_answers_what_it_changed() {
     assert_eq!(r["changed"], false);
     let (_, r) = post("/v1/queues/default/resume", "");
     assert_eq!(r["paused"], false);
-    assert_eq!(call(p, "DELETE", "/v1/queues", None, None).0, 404);
+    assert_eq!(call(p, "DELETE", "/v1/queues", None, None).0, 405, "a known path, another method");
+    assert_eq!(call(p, "GET", "/v1/nothing", None, None).0, 404);
     // Waiting for a job's end.
     post("/v1/jobs", r#"{"kind":"sleep","payload":{"ms":300},"id":"waited"}"#);
     let _w = d.worker(&[]);
@@ -387,20 +431,31 @@ fn the_openapi_document_names_every_route() {
     assert_eq!(code, 200);
     assert_eq!(doc["openapi"], "3.1.0");
     let paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
-    // The routes the server knows (src/serve.rs), each documented.
-    let src = include_str!("../src/serve.rs");
-    let routed: Vec<&str> = src
+    // The routes the server knows (the ROUTES table of src/serve/mod.rs),
+    // each documented with its method, and nothing documented that is not
+    // routed.
+    let src = include_str!("../src/serve/mod.rs");
+    let routed: Vec<(String, &str)> = src
         .lines()
-        .filter_map(|l| l.split("=> \"").nth(1)?.split('"').next())
-        .filter(|r| r.starts_with("/v1/"))
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix("(Method::")?;
+            let (method, rest) = rest.split_once(',')?;
+            Some((method.to_lowercase(), rest.split('"').nth(1)?))
+        })
         .collect();
-    assert!(routed.len() >= 10, "{routed:?}");
-    for r in &routed {
-        assert!(paths.contains(r), "route {r} is not in openapi.json");
+    assert!(routed.len() >= 13, "{routed:?}");
+    for (method, path) in &routed {
+        assert!(doc["paths"][path][method].is_object(), "route {method} {path} is not in openapi.json");
     }
-    for p in &paths {
-        assert!(routed.contains(p), "openapi.json documents {p}, which is not routed");
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            assert!(
+                routed.contains(&(method.clone(), path.as_str())),
+                "openapi.json documents {method} {path}, which is not routed"
+            );
+        }
     }
+    let _ = paths;
 }
 
 #[test]
@@ -418,4 +473,208 @@ fn shutdown_lets_requests_in_progress_finish() {
     let (code, job) = waiting.join().unwrap();
     assert_eq!((code, job["state"].as_str()), (200, Some("pending")), "answered, not cut");
     assert!(started.elapsed() >= Duration::from_millis(1200), "the wait ran its course: {:?}", started.elapsed());
+}
+
+#[test]
+fn the_readme_snippets_enqueue_and_wait_for_a_result_in_curl_python_and_node() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-snippets");
+    let tokens = token_file(&["snippet-token-0123456789"]);
+    let s = serve(&d, &["--token-file", tokens.path().to_str().unwrap()]);
+    let _w = d.worker(&[]);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/http");
+    for (program, file, greeting) in [
+        ("sh", "enqueue.sh", "hello from curl"),
+        ("python3", "enqueue.py", "hello from Python"),
+        ("node", "enqueue.mjs", "hello from Node"),
+    ] {
+        let out = std::process::Command::new(program)
+            .arg(format!("{dir}/{file}"))
+            .env("DTQ_URL", format!("http://127.0.0.1:{}", s.port))
+            .env("DTQ_TOKEN", "snippet-token-0123456789")
+            .output()
+            .unwrap_or_else(|e| panic!("{program} {file}: {e} (the suite needs {program})"));
+        let text = stdout(&out);
+        assert!(out.status.success(), "{file}: {}{}", text, stderr(&out));
+        assert!(text.contains("completed") && text.contains(greeting), "{file} printed: {text}");
+    }
+    // A wrong token: the snippets fail loudly with the API's message.
+    let out = std::process::Command::new("python3")
+        .arg(format!("{dir}/enqueue.py"))
+        .env("DTQ_URL", format!("http://127.0.0.1:{}", s.port))
+        .env("DTQ_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+}
+
+/// Seconds until the server closes a connection that sends `head` and then
+/// one more byte of a header every 500 ms (or, with a body announced, one
+/// byte of the body); what the server answered before closing.
+fn trickle(port: u16, head: &str) -> (Duration, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let start = std::time::Instant::now();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < Duration::from_secs(30) {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                if s.write_all(b"a").is_err() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    (start.elapsed(), String::from_utf8_lossy(&got).into_owned())
+}
+
+#[test]
+fn slow_clients_are_cut_off_and_others_are_still_served() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-slow");
+    let s = serve(&d, &[]);
+    let port = s.port;
+    // Headers a byte at a time: cut off after the 5 s header timeout.
+    let headers = std::thread::spawn(move || trickle(port, "GET /v1/queues HTTP/1.1\r\nHost: x\r\nX-Slow: "));
+    // A body a byte at a time: 408 after the 10 s body timeout.
+    let body = std::thread::spawn(move || {
+        trickle(
+            port,
+            "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n[",
+        )
+    });
+    // Meanwhile others are answered at once.
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..20 {
+        assert_eq!(call(port, "GET", "/v1/queues", None, None).0, 200);
+    }
+    let (took, answer) = headers.join().unwrap();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(9),
+        "headers cut off after {took:?}: {answer}"
+    );
+    let (took, answer) = body.join().unwrap();
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(15), "body cut off after {took:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(d.stat("default", "pending"), 0, "nothing of the cut-off body was enqueued");
+}
+
+#[test]
+fn a_browser_signs_in_once_and_its_session_needs_the_csrf_token_to_change_anything() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-session");
+    let admin = token_file(&["admin-token-0123456789"]);
+    let reader = token_file(&["reader-token-0123456789"]);
+    let s = serve(
+        &d,
+        &["--token-file", admin.path().to_str().unwrap(), "--read-only-token-file", reader.path().to_str().unwrap()],
+    );
+    let p = s.port;
+    let json = [("Content-Type", "application/json")];
+    // Wrong token: 401 and no cookie.
+    let (code, e, head) = call_with(p, "POST", "/v1/session", Some(r#"{"token":"wrong-token-0123456789"}"#), &json);
+    assert_eq!((code, e["error"]["code"].as_str()), (401, Some("unauthorized")));
+    assert!(!head.to_lowercase().contains("set-cookie"));
+    assert_eq!(call_with(p, "GET", "/v1/session", None, &[]).0, 401);
+    // Signing in sets an HttpOnly, SameSite=Strict cookie.
+    let (code, who, head) = call_with(p, "POST", "/v1/session", Some(r#"{"token":"admin-token-0123456789"}"#), &json);
+    assert_eq!((code, who["role"].as_str()), (200, Some("admin")), "{who}");
+    let set = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).expect("a cookie").to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"), "{set}");
+    let cookie = set.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string();
+    let csrf = who["csrf"].as_str().unwrap().to_string();
+    assert!(csrf.len() >= 32);
+    let (code, again, _) = call_with(p, "GET", "/v1/session", None, &[("Cookie", &cookie)]);
+    assert_eq!((code, again["csrf"].as_str()), (200, Some(csrf.as_str())));
+    // Reading with the cookie alone works; changing needs the CSRF token.
+    assert_eq!(call_with(p, "GET", "/v1/queues", None, &[("Cookie", &cookie)]).0, 200);
+    let job = Some(r#"{"kind":"noop","id":"s1"}"#);
+    let (code, e, _) = call_with(p, "POST", "/v1/jobs", job, &[("Cookie", &cookie)]);
+    assert_eq!((code, e["error"]["code"].as_str()), (403, Some("forbidden")), "{e}");
+    let (code, _, _) =
+        call_with(p, "POST", "/v1/jobs", job, &[("Cookie", &cookie), ("X-CSRF-Token", "0".repeat(32).as_str())]);
+    assert_eq!(code, 403, "a wrong CSRF token");
+    assert_eq!(d.stat("default", "pending"), 0, "nothing was enqueued");
+    let (code, _, _) = call_with(p, "POST", "/v1/jobs", job, &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)]);
+    assert_eq!(code, 200);
+    assert_eq!(d.stat("default", "pending"), 1);
+    // A forged or tampered cookie is refused.
+    let forged = format!("{}0", cookie);
+    assert_eq!(call_with(p, "GET", "/v1/queues", None, &[("Cookie", &forged)]).0, 401);
+    // Another origin may change nothing, whatever it holds.
+    let (code, _, _) = call_with(
+        p,
+        "POST",
+        "/v1/jobs",
+        job,
+        &[("Cookie", &cookie), ("X-CSRF-Token", &csrf), ("Origin", "http://evil.example"), ("Host", "127.0.0.1")],
+    );
+    assert_eq!(code, 403);
+    let (code, _, _) = call_with(
+        p,
+        "POST",
+        "/v1/jobs",
+        job,
+        &[("Authorization", "Bearer admin-token-0123456789"), ("Sec-Fetch-Site", "cross-site")],
+    );
+    assert_eq!(code, 403);
+    // A read-only session reads and may not change anything.
+    let (_, who, head) = call_with(p, "POST", "/v1/session", Some(r#"{"token":"reader-token-0123456789"}"#), &json);
+    assert_eq!(who["role"], "read-only");
+    let set = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).unwrap();
+    let reader_cookie = set.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string();
+    let reader_csrf = who["csrf"].as_str().unwrap();
+    assert_eq!(call_with(p, "GET", "/v1/queues", None, &[("Cookie", &reader_cookie)]).0, 200);
+    let (code, _, _) = call_with(
+        p,
+        "POST",
+        "/v1/queues/default/pause",
+        None,
+        &[("Cookie", &reader_cookie), ("X-CSRF-Token", reader_csrf)],
+    );
+    assert_eq!(code, 403);
+    // Signing out clears the cookie.
+    let (code, _, head) = call_with(p, "DELETE", "/v1/session", None, &[("Cookie", &cookie)]);
+    assert_eq!(code, 204);
+    assert!(head.contains("Max-Age=0"), "{head}");
+}
+
+#[test]
+fn an_action_on_all_jobs_matching_a_filter_changes_exactly_those() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-filtered-all");
+    let s = serve(&d, &[]);
+    let p = s.port;
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        let kind = if i % 3 == 0 { "sms" } else { "email" };
+        jobs.push(json!({"kind": kind, "id": format!("j{i}"), "payload": {"n": i}, "delay": "1h"}));
+    }
+    assert_eq!(call(p, "POST", "/v1/jobs", Some(&Value::from(jobs).to_string()), None).0, 200);
+    let (code, r) =
+        call(p, "POST", "/v1/queues/default/delete", Some(r#"{"all":true,"state":"scheduled","kind":"sms"}"#), None);
+    assert_eq!((code, r["changed"].as_u64(), r["matched"].as_u64()), (200, Some(10), Some(10)), "{r}");
+    let (_, page) = call(p, "GET", "/v1/queues/default/jobs?state=scheduled&limit=100", None, None);
+    let left: Vec<&str> = page["jobs"].as_array().unwrap().iter().map(|j| j["kind"].as_str().unwrap()).collect();
+    assert_eq!(left.len(), 20);
+    assert!(left.iter().all(|k| *k == "email"), "{left:?}");
+    // Text search, then cancel: only the one whose payload matches.
+    let (_, r) = call(
+        p,
+        "POST",
+        "/v1/queues/default/cancel",
+        Some(r#"{"all":true,"state":"scheduled","search":"\"n\":29"}"#),
+        None,
+    );
+    assert_eq!(r["changed"], 1, "{r}");
+    assert_eq!(d.stat("default", "scheduled"), 19);
+    let (code, r) =
+        call(p, "POST", "/v1/queues/default/cancel", Some(r#"{"all":true,"state":"scheduled","kind":7}"#), None);
+    assert_eq!((code, r["error"]["field"].as_str()), (400, Some("kind")));
 }
