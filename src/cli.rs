@@ -251,6 +251,12 @@ pub enum InspectCommand {
     DeadLetter(FinishedArgs),
     /// Completed jobs kept by retention, newest first
     Completed(FinishedArgs),
+    /// Running workers (from the registry each keeps in Redis): host, pid,
+    /// version, queues, concurrency, busy jobs, last report
+    Workers {
+        #[arg(long)]
+        json: bool,
+    },
     /// One job
     Job {
         id: String,

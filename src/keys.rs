@@ -24,6 +24,8 @@
 //! | `ns:{q}:receipt:<token prefix>` | STRING | ids leased by one dequeue call, so a replayed call returns the same batch (TTL = lease) |
 //! | `ns:queues` | SET | every queue that ever had a job |
 //! | `ns:reaper:lock` | STRING | reaper leader lock (token) |
+//! | `ns:workers` | ZSET | worker id → its last registry report (ms) |
+//! | `ns:worker:<id>` | STRING | a running worker's description (JSON, TTL 30 s) |
 //! | `ns:rate:<kind>` | STRING | rate limiter state for one kind |
 
 /// The keys of one queue, built once and reused on the hot path.
@@ -111,6 +113,16 @@ impl QueueKeys {
 /// Set of every queue name that has had a job.
 pub fn queues(namespace: &str) -> String {
     format!("{namespace}:queues")
+}
+
+/// Index of the worker registry: worker id → last report (ms).
+pub fn workers(namespace: &str) -> String {
+    format!("{namespace}:workers")
+}
+
+/// One worker's registry entry.
+pub fn worker(namespace: &str, id: &str) -> String {
+    format!("{namespace}:worker:{id}")
 }
 
 /// The reaper leader lock.

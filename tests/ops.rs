@@ -280,3 +280,37 @@ fn a_worker_whose_queues_are_all_paused_says_so() {
     wait_until(Duration::from_secs(5), || p.stat("b", "processed") == 1);
     assert!(!w2.log_text().contains("is paused"), "{}", w2.log_text());
 }
+
+#[test]
+fn every_running_worker_is_listed_with_its_busy_jobs_and_leaves_the_list_when_it_stops() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "registry");
+    assert!(d.ok(&["inspect", "workers"]).contains("no workers running"));
+    d.ok(&["produce", "--kind", "sleep", "--payload", r#"{"ms":8000}"#, "--queue", "slow", "--count", "3"]);
+    let a = d.worker(&["--queues", "slow:5,other", "--concurrency", "4"]);
+    let _b = d.worker(&["--queues", "other"]);
+    let listed = || -> serde_json::Value { serde_json::from_str(&d.ok(&["inspect", "workers", "--json"])).unwrap() };
+    wait_until(Duration::from_secs(10), || {
+        let w = listed();
+        w["workers"].as_array().unwrap().len() == 2
+            && w["workers"].as_array().unwrap().iter().any(|w| w["busy_count"] == 3)
+    });
+    let all = listed();
+    let busy = all["workers"].as_array().unwrap().iter().find(|w| w["busy_count"] == 3).unwrap().clone();
+    assert_eq!(busy["pid"], a.pid());
+    assert_eq!(busy["concurrency"], 4);
+    assert_eq!(busy["queues"], serde_json::json!([{"name":"slow","weight":5},{"name":"other","weight":1}]));
+    assert_eq!(busy["busy"].as_array().unwrap().len(), 3);
+    assert_eq!(busy["busy"][0]["queue"], "slow");
+    assert_eq!(busy["version"], env!("CARGO_PKG_VERSION"));
+    // The entry expires by itself if the worker dies without a word.
+    let key = format!("{}:worker:{}", d.ns, busy["id"].as_str().unwrap());
+    let ttl = redis.int(&["PTTL", &key]);
+    assert!(ttl > 20_000 && ttl <= 30_000, "PTTL {ttl}");
+    let table = d.ok(&["inspect", "workers"]);
+    assert!(table.contains("slow (5), other (1)"), "{table}");
+    // A worker that stops removes its entry at once.
+    a.signal("TERM");
+    wait_until(Duration::from_secs(30), || listed()["workers"].as_array().unwrap().len() == 1);
+    assert_eq!(redis.int(&["EXISTS", &key]), 0);
+}

@@ -405,6 +405,9 @@ fn responses_conform_to_the_openapi_document() {
     c("GET", "/v1/jobs/c1", "/v1/jobs/{id}", None);
     let mut w = d.worker(&[]);
     wait_until(Duration::from_secs(10), || d.stat("default", "dead") == 1 && d.stat("default", "completed") == 1);
+    wait_until(Duration::from_secs(10), || call(p, "GET", "/v1/workers", None, None).1["workers"][0].is_object());
+    c("GET", "/v1/workers", "/v1/workers", None);
+    c("GET", "/v1/overview", "/v1/overview", None);
     w.terminate(Duration::from_secs(10));
     for id in ["c1", "c2", "c3", "none"] {
         c("GET", &format!("/v1/jobs/{id}"), "/v1/jobs/{id}", None);
@@ -420,6 +423,90 @@ fn responses_conform_to_the_openapi_document() {
     c("POST", "/v1/queues/default/pause", "/v1/queues/{queue}/pause", None);
     c("POST", "/v1/queues/default/resume", "/v1/queues/{queue}/resume", None);
     c("POST", "/v1/queues/nosuch/pause", "/v1/queues/{queue}/pause", None);
+    c("GET", "/v1/session", "/v1/session", None);
+}
+
+#[test]
+fn the_overview_counts_rates_and_alerts_and_is_read_once_a_second_for_everyone() {
+    let redis = Redis::start_with(&["--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"]);
+    let d = Dtq::new(&redis, "serve-overview");
+    let s = serve(&d, &[]);
+    let p = s.port;
+    let jobs: Vec<Value> =
+        (0..200).map(|i| json!({"kind": if i < 150 { "noop" } else { "nope" }, "max_retries": 0})).collect();
+    call(p, "POST", "/v1/jobs", Some(&Value::from(jobs).to_string()), None);
+    let (code, o) = call(p, "GET", "/v1/overview", None, None);
+    assert_eq!(code, 200, "{o}");
+    assert_eq!(o["queues"]["default"]["pending"], 200);
+    assert_eq!(o["redis"]["maxmemory"], 100 * 1024 * 1024);
+    assert_eq!(o["redis"]["mode"], "standalone");
+    let alerts = o["alerts"].to_string();
+    assert!(alerts.contains("maxmemory-policy is allkeys-lru"), "{alerts}");
+    // Work happens; the next samples show rates and the chart gets points.
+    let mut w = d.worker(&[]);
+    wait_until(Duration::from_secs(10), || d.stat("default", "pending") == 0);
+    w.terminate(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, o) = call(p, "GET", "/v1/overview", None, None);
+    assert_eq!(
+        (o["queues"]["default"]["processed"].as_u64(), o["queues"]["default"]["dead"].as_u64()),
+        (Some(150), Some(50))
+    );
+    assert!(!o["series"].as_array().unwrap().is_empty(), "{o}");
+    let rate = o["queues"]["default"]["processed_per_s"].as_f64().unwrap();
+    assert!(rate > 0.0, "processed per second after 150 jobs: {o}");
+    // However many ask within a second, Redis is read once.
+    let calls = |r: &Redis| {
+        r.cli(&["INFO", "commandstats"]).lines().find(|l| l.starts_with("cmdstat_info:")).map(str::to_string)
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    let before = calls(&redis);
+    let first = call(p, "GET", "/v1/overview", None, None).1;
+    for _ in 0..50 {
+        assert_eq!(call(p, "GET", "/v1/overview", None, None).1["sampled_at"], first["sampled_at"]);
+    }
+    let after = calls(&redis);
+    let n = |l: Option<String>| {
+        l.and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    // (The INFO that read `before` is counted in `after` too.)
+    assert_eq!(n(after) - n(before) - 1, 1, "one INFO for 51 overviews");
+}
+
+#[test]
+fn the_panel_is_served_from_the_binary_with_a_strict_content_security_policy() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-panel");
+    let tokens = token_file(&["panel-token-0123456789"]);
+    let s = serve(&d, &["--token-file", tokens.path().to_str().unwrap()]);
+    // The page and its assets need no token (they hold no data); the API does.
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+        ("/assets/uplot.iife.min.js", "text/javascript"),
+        ("/assets/uplot.min.css", "text/css"),
+    ] {
+        let (code, _, head) = call_with(s.port, "GET", path, None, &[]);
+        let head = head.to_lowercase();
+        assert_eq!(code, 200, "{path}");
+        assert!(head.contains(&format!("content-type: {kind}")), "{path}: {head}");
+        assert!(
+            head.contains("content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'"),
+            "{head}"
+        );
+        assert!(head.contains("x-frame-options: deny") && head.contains("x-content-type-options: nosniff"), "{head}");
+    }
+    let (_, _, head) = call_with(s.port, "GET", "/", None, &[]);
+    assert!(!head.contains("unsafe-inline"));
+    // No inline script or style in the page itself.
+    let page = get(s.port, "/").1;
+    assert!(page.contains("<script src=\"/assets/app.js\" defer></script>"), "{page}");
+    for inline in ["<script>", "style=", "onclick", "onload"] {
+        assert!(!page.contains(inline), "the page has {inline}");
+    }
+    assert_eq!(call(s.port, "GET", "/v1/overview", None, None).0, 401);
+    assert_eq!(get(s.port, "/assets/nothing.js").0, 404);
 }
 
 #[test]

@@ -52,6 +52,35 @@ pub async fn run(g: &Global, c: InspectCommand) -> Result<()> {
             }
             queues.into_iter().try_for_each(out)
         }
+        InspectCommand::Workers { json } => {
+            let workers = crate::worker::registry::list(&broker).await?;
+            if json {
+                return out(serde_json::json!({ "workers": workers }));
+            }
+            if workers.is_empty() {
+                return out(none("workers running"));
+            }
+            let mut t = Table::new(&[
+                Col::Text("WORKER", 40),
+                Col::Text("VERSION", 12),
+                Col::Num("BUSY"),
+                Col::Num("CONCURRENCY"),
+                Col::Text("LAST REPORT", 24),
+                Col::Rest("QUEUES (WEIGHT)"),
+            ]);
+            for w in &workers {
+                let queues: Vec<String> = w.queues.iter().map(|q| format!("{} ({})", q.name, q.weight)).collect();
+                t.row(vec![
+                    escape(&w.id),
+                    escape(&w.version),
+                    digits(w.busy_count as u64),
+                    digits(w.concurrency as u64),
+                    w.heartbeat_at.clone(),
+                    escape(&queues.join(", ")),
+                ]);
+            }
+            t.lines().into_iter().try_for_each(out)
+        }
         InspectCommand::DeadLetter(a) => list(&broker, JobState::Dead, a).await,
         InspectCommand::Completed(a) => list(&broker, JobState::Completed, a).await,
         InspectCommand::Job { id, queue, json } => {

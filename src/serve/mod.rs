@@ -33,6 +33,8 @@ const PAGE: (usize, usize) = (50, 1000);
 
 mod auth;
 mod jobs;
+mod overview;
+pub mod panel;
 mod queues;
 
 pub use auth::{Role, Tokens};
@@ -45,19 +47,16 @@ pub struct Api {
     enqueuer: OnceCell<Enqueuer>,
     ops: Ops,
     tokens: Tokens,
-    /// The last `GET /v1/queues` answer and when it was read: one read of
-    /// every queue per [`STATS_TTL`], shared by every client.
-    stats: tokio::sync::Mutex<Option<(Instant, Value)>>,
+    /// Every queue's counts and Redis' state, read at most once a second
+    /// for every client (`/v1/queues`, `/v1/overview`).
+    sampler: overview::Sampler,
 }
-
-/// How long a `GET /v1/queues` answer is reused.
-pub const STATS_TTL: Duration = Duration::from_secs(1);
 
 impl Api {
     /// The API with its ops routes and accepted tokens, not connected to
     /// Redis yet (see [`Api::connected`]).
     pub fn new(ops: Ops, tokens: Tokens) -> Self {
-        Api { broker: OnceCell::new(), enqueuer: OnceCell::new(), ops, tokens, stats: Default::default() }
+        Api { broker: OnceCell::new(), enqueuer: OnceCell::new(), ops, tokens, sampler: Default::default() }
     }
 
     /// Hands over the connected broker: from now on requests reach Redis.
@@ -140,6 +139,8 @@ const ROUTES: &[(Method, &str)] = &[
     (Method::GET, "/v1/session"),
     (Method::POST, "/v1/session"),
     (Method::DELETE, "/v1/session"),
+    (Method::GET, "/v1/overview"),
+    (Method::GET, "/v1/workers"),
     (Method::GET, "/v1/queues"),
     (Method::GET, "/v1/queues/{queue}/jobs"),
     (Method::POST, "/v1/queues/{queue}/requeue"),
@@ -179,6 +180,11 @@ impl Routes for Api {
             let path = req.uri().path().to_string();
             if let Some(r) = self.ops.get(&method, &path).await {
                 return r;
+            }
+            if method == Method::GET {
+                if let Some(r) = panel::asset(&path) {
+                    return r;
+                }
             }
             let (route, result) = self.route(req).await;
             let mut reply = result.unwrap_or_else(|e| e.reply());
@@ -307,7 +313,12 @@ impl Api {
         };
         let q = query(&req);
         let answer = match route {
-            "/v1/queues" => self.queues(broker).await,
+            "/v1/queues" => self.sampler.queues(broker).await.map(|v| (StatusCode::OK, v)).map_err(ApiError::from),
+            "/v1/overview" => self.sampler.overview(broker).await.map(|v| (StatusCode::OK, v)).map_err(ApiError::from),
+            "/v1/workers" => crate::worker::registry::list(broker)
+                .await
+                .map(|w| (StatusCode::OK, json!({ "workers": w })))
+                .map_err(ApiError::from),
             "/v1/queues/{queue}/jobs" => self.list(broker, p[2], &q).await,
             "/v1/jobs" => match body(req).await {
                 Ok(b) => self.enqueue(broker, &b, &q).await,

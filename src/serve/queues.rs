@@ -4,24 +4,6 @@
 use super::*;
 
 impl Api {
-    /// Every queue's stats, read at most once per [`STATS_TTL`] however
-    /// many clients ask (one refresh at a time; the others wait for it).
-    pub(super) async fn queues(&self, broker: &Broker) -> Answer {
-        let mut cached = self.stats.lock().await;
-        if let Some((at, v)) = cached.as_ref() {
-            if at.elapsed() < STATS_TTL {
-                return Ok((StatusCode::OK, v.clone()));
-            }
-        }
-        let mut queues = serde_json::Map::new();
-        for (q, s) in broker.all_queue_stats().await? {
-            queues.insert(q, serde_json::to_value(s).expect("stats serialize"));
-        }
-        let v = json!({ "queues": queues });
-        *cached = Some((Instant::now(), v.clone()));
-        Ok((StatusCode::OK, v))
-    }
-
     pub(super) async fn list(&self, broker: &Broker, queue: &str, q: &[(String, String)]) -> Answer {
         self.known(broker, queue).await?;
         let state: JobState = param(q, "state")

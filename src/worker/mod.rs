@@ -35,6 +35,7 @@ pub mod handler;
 mod heartbeat;
 pub mod http;
 mod pipeline;
+pub mod registry;
 mod settle;
 mod weights;
 
@@ -200,6 +201,8 @@ pub(crate) struct Held {
     pub confirmed: Instant,
     /// Stops the attempt.
     pub cancel: Cancellation,
+    /// When it was leased (Unix ms), for the worker registry.
+    pub leased_at: u64,
 }
 
 /// State shared by the worker's tasks.
@@ -284,14 +287,16 @@ async fn summarize(shared: Arc<Shared>, every: Duration, stop: CancellationToken
 }
 
 impl Shared {
-    fn lock_held(&self) -> std::sync::MutexGuard<'_, Vec<HashMap<String, Held>>> {
+    pub(crate) fn lock_held(&self) -> std::sync::MutexGuard<'_, Vec<HashMap<String, Held>>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Holds a lease taken by a dequeue sent at `sent`; returns its stop signal.
     pub fn hold(&self, queue: usize, lease: LeaseRef, sent: Instant) -> Cancellation {
         let cancel = Cancellation::default();
-        let held = Held { lease, confirmed: sent, cancel: cancel.clone() };
+        let leased_at =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let held = Held { lease, confirmed: sent, cancel: cancel.clone(), leased_at };
         self.lock_held()[queue].insert(held.lease.id.clone(), held);
         cancel
     }
@@ -387,6 +392,7 @@ pub async fn run(
     let heartbeat_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), heartbeat_stop.clone()));
     tokio::spawn(watch_paused(shared.clone(), heartbeat_stop.clone()));
+    let registry = tokio::spawn(registry::run(shared.clone(), heartbeat_stop.clone()));
     if let Some(every) = shared.cfg.summary_every {
         tokio::spawn(summarize(shared.clone(), every, heartbeat_stop.clone()));
     }
@@ -413,6 +419,7 @@ pub async fn run(
     }
     heartbeat_stop.cancel();
     let _ = heartbeat.await;
+    let _ = registry.await;
     Ok(())
 }
 
