@@ -87,6 +87,73 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a schedule (refused if the name exists: change it with apply)
+    ///
+    /// Each tick is enqueued once, as the job `cron:NAME:<tick, RFC 3339 UTC>`,
+    /// by whichever reaper leads (`dtq reap`, or the one inside `dtq work`).
+    Add {
+        /// Its name: A-Z a-z 0-9 _ . -, 1 to 128 characters
+        name: String,
+        /// Cron expression: 5 fields (minute hour day month weekday), 6 with
+        /// seconds first, or @hourly, @daily, @weekly, @monthly, @yearly
+        #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+        cron: Option<String>,
+        /// IANA time zone the cron fields are read in (default UTC). A local
+        /// time that occurs twice runs at its first occurrence; one that does
+        /// not exist runs when the gap ends
+        #[arg(long, requires = "cron")]
+        tz: Option<String>,
+        /// A fixed interval instead (whole seconds, at least 1s), aligned to
+        /// the Unix epoch
+        #[arg(long)]
+        every: Option<String>,
+        /// Kind of the jobs it enqueues
+        #[arg(long)]
+        kind: String,
+        /// Their payload (JSON; default {})
+        #[arg(long)]
+        payload: Option<String>,
+        /// Their queue
+        #[arg(long, default_value = "default", value_parser = config::queue_name)]
+        queue: String,
+        /// Their retry limit
+        #[arg(long)]
+        max_retries: Option<u32>,
+        /// Their timeout (e.g. 5m)
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Ticks missed while no reaper ran: none (skip), one (the latest),
+        /// all (at most 100)
+        #[arg(long, default_value = "none")]
+        catch_up: String,
+    },
+    /// Add or change every schedule of a JSON file (an array of objects with
+    /// the fields of `list --json`): all are checked first, and one invalid
+    /// entry changes nothing
+    Apply {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Also remove the schedules the file does not name
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Every schedule with its next run, last run, last job and its state
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule (the jobs it enqueued stay)
+    Remove { name: String },
+    /// Stop enqueueing its ticks (they are skipped, not caught up)
+    Pause { name: String },
+    /// Start again from the next tick
+    Resume { name: String },
+    /// Enqueue one of its jobs now (id cron:NAME:manual:<time>)
+    Trigger { name: String },
+}
+
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
     /// Queue for jobs that do not name one
@@ -405,6 +472,9 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Periodic jobs: schedules kept in Redis, enqueued by the reaper leader
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Delete a queue: refused while it holds jobs, unless --force
     DeleteQueue {
         #[arg(long, value_parser = config::queue_name)]

@@ -24,6 +24,9 @@
 //! | `ns:{q}:receipt:<token prefix>` | STRING | ids leased by one dequeue call, so a replayed call returns the same batch (TTL = lease) |
 //! | `ns:queues` | SET | every queue that ever had a job |
 //! | `ns:reaper:lock` | STRING | reaper leader lock (token) |
+//! | `ns:schedules` | HASH | schedule name → definition (JSON) |
+//! | `ns:schedules:state` | HASH | schedule name → watermark, last run and job (JSON) |
+//! | `ns:schedules:due` | ZSET | schedule name → next run (ms); absent while paused |
 //! | `ns:workers` | ZSET | worker id → its last registry report (ms) |
 //! | `ns:worker:<id>` | STRING | a running worker's description (JSON, TTL 30 s) |
 //! | `ns:rate:<kind>` | STRING | rate limiter state for one kind |
@@ -113,6 +116,21 @@ impl QueueKeys {
 /// Set of every queue name that has had a job.
 pub fn queues(namespace: &str) -> String {
     format!("{namespace}:queues")
+}
+
+/// Periodic schedules: name → definition.
+pub fn schedules(namespace: &str) -> String {
+    format!("{namespace}:schedules")
+}
+
+/// Periodic schedules: name → what it has done.
+pub fn schedule_state(namespace: &str) -> String {
+    format!("{namespace}:schedules:state")
+}
+
+/// Periodic schedules: name → next run (ms).
+pub fn schedules_due(namespace: &str) -> String {
+    format!("{namespace}:schedules:due")
 }
 
 /// Index of the worker registry: worker id → last report (ms).

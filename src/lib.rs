@@ -28,6 +28,7 @@ pub mod keys;
 pub mod metrics;
 pub mod reaper;
 pub mod retention;
+pub mod schedule;
 #[cfg(feature = "cli")]
 pub mod serve;
 pub mod status;

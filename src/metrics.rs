@@ -36,6 +36,11 @@ pub const HTTP_REQUESTS: &str = "dtq_http_requests_total";
 /// Histogram: API request time in `dtq serve`, by route, in seconds.
 pub const HTTP_DURATION: &str = "dtq_http_request_duration_seconds";
 
+/// Counter: ticks of a periodic schedule enqueued, by schedule.
+pub const SCHEDULE_TICKS: &str = "dtq_schedule_ticks_total";
+/// Histogram: enqueue time minus tick time of periodic jobs, in seconds.
+pub const SCHEDULE_LATENESS: &str = "dtq_schedule_lateness_seconds";
+
 /// Histogram buckets from 1 ms to 60 s.
 const DURATION_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -70,6 +75,8 @@ fn recorder() -> PrometheusHandle {
                 .expect("static buckets are valid")
                 .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_string()), DURATION_BUCKETS)
                 .expect("static buckets are valid")
+                .set_buckets_for_metric(Matcher::Full(SCHEDULE_LATENESS.to_string()), DURATION_BUCKETS)
+                .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
             // A second recorder (e.g. in tests) would fail; the first stays.
@@ -96,6 +103,8 @@ const ALL: &[(&str, &str, &str)] = &[
     (TRIMMED, "counter", "Finished jobs removed by retention (state: dead, completed)."),
     (HTTP_REQUESTS, "counter", "API requests answered by dtq serve, by route and status code."),
     (HTTP_DURATION, "histogram", "API request time in dtq serve, by route, in seconds."),
+    (SCHEDULE_TICKS, "counter", "Ticks of a periodic schedule enqueued (by the reaper leader), by schedule."),
+    (SCHEDULE_LATENESS, "histogram", "How late periodic jobs were enqueued: enqueue time minus tick time, in seconds."),
 ];
 
 fn describe() {

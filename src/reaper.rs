@@ -146,8 +146,15 @@ async fn cycle(
     last_depth: &mut Option<Instant>,
 ) -> Result<Option<Option<Duration>>, crate::broker::BrokerError> {
     let broker = lock.broker;
+    // Periodic jobs first: their ticks are the most time-sensitive. A tick
+    // later than twice the lock's TTL was missed (no leader for that long);
+    // a leader change alone never makes one that late.
+    if !lock.keep().await? {
+        return Ok(None);
+    }
+    let grace = (lock.ttl * 2).max(Duration::from_secs(2));
+    let mut next_due: Option<Duration> = crate::schedule::Schedules::new(broker).run_due(grace).await?;
     let queues = broker.queues().await?;
-    let mut next_due: Option<Duration> = None;
     for q in &queues {
         if !lock.keep().await? {
             return Ok(None);

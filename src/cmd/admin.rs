@@ -22,6 +22,7 @@ const BATCH: usize = 1000;
 pub async fn run(g: &Global, c: AdminCommand) -> Result<()> {
     let broker = super::connect(g).await?;
     match c {
+        AdminCommand::Schedule(s) => super::schedule::run(&broker, s).await,
         AdminCommand::Requeue { id: Some(id), queue, dry_run, json, .. } => {
             requeue_one(&broker, &id, queue.as_deref(), dry_run, json).await
         }

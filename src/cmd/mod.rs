@@ -7,6 +7,7 @@ mod bench;
 mod inspect;
 pub mod produce;
 mod reap;
+mod schedule;
 mod serve;
 mod table;
 mod work;
