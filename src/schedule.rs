@@ -205,7 +205,7 @@ impl Schedule {
 /// `2026-01-02T03:04:05Z` (ms shown only when not zero).
 fn rfc3339_seconds(ms: u64) -> String {
     let t = DateTime::<Utc>::from_timestamp_millis(ms as i64).unwrap_or_default();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
     } else {
         t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()

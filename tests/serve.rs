@@ -765,3 +765,54 @@ fn an_action_on_all_jobs_matching_a_filter_changes_exactly_those() {
         call(p, "POST", "/v1/queues/default/cancel", Some(r#"{"all":true,"state":"scheduled","kind":7}"#), None);
     assert_eq!((code, r["error"]["field"].as_str()), (400, Some("kind")));
 }
+
+#[test]
+fn schedules_are_managed_over_the_api_with_the_cli_s_validation() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "serve-schedules");
+    let s = serve(&d, &[]);
+    let p = s.port;
+    let doc = call(p, "GET", "/v1/openapi.json", None, None).1;
+    let c = |m: &str, path: &str, route: &str, body: Option<&str>| checked(&doc, p, m, path, route, body);
+    let (code, r) = c(
+        "PUT",
+        "/v1/schedules/nightly",
+        "/v1/schedules/{name}",
+        Some(r#"{"cron":"0 3 * * *","tz":"Europe/Berlin","kind":"report"}"#),
+    );
+    assert_eq!((code, r["created"].as_bool()), (200, Some(true)), "{r}");
+    let (code, r) = c(
+        "PUT",
+        "/v1/schedules/nightly",
+        "/v1/schedules/{name}",
+        Some(r#"{"cron":"0 3 * * *","tz":"Europe/Berlin","kind":"report"}"#),
+    );
+    assert_eq!((code, r["changed"].as_bool()), (200, Some(false)));
+    let (code, e) = c(
+        "PUT",
+        "/v1/schedules/bad",
+        "/v1/schedules/{name}",
+        Some(r#"{"cron":"0 3 * * *","tz":"Nowhere/City","kind":"report"}"#),
+    );
+    assert_eq!((code, e["error"]["field"].as_str()), (400, Some("tz")), "{e}");
+    let (code, _) =
+        c("PUT", "/v1/schedules/bad", "/v1/schedules/{name}", Some(r#"{"name":"other","every":"1m","kind":"k"}"#));
+    assert_eq!(code, 400);
+    let (_, list) = c("GET", "/v1/schedules", "/v1/schedules", None);
+    assert_eq!(list["schedules"].as_array().unwrap().len(), 1, "nothing of the refused ones written: {list}");
+    assert!(list["schedules"][0]["next_run"].is_string());
+    let (_, r) = c("POST", "/v1/schedules/nightly/trigger", "/v1/schedules/{name}/trigger", None);
+    assert!(r["id"].as_str().unwrap().starts_with("cron:nightly:manual:"), "{r}");
+    assert_eq!(d.stat("default", "pending"), 1);
+    let (_, r) = c("POST", "/v1/schedules/nightly/pause", "/v1/schedules/{name}/pause", None);
+    assert_eq!((r["paused"].as_bool(), r["changed"].as_bool()), (Some(true), Some(true)));
+    let (_, list) = c("GET", "/v1/schedules", "/v1/schedules", None);
+    assert_eq!(
+        (list["schedules"][0]["paused"].as_bool(), list["schedules"][0]["last_state"].as_str()),
+        (Some(true), Some("pending"))
+    );
+    c("POST", "/v1/schedules/nightly/resume", "/v1/schedules/{name}/resume", None);
+    assert_eq!(c("POST", "/v1/schedules/none/trigger", "/v1/schedules/{name}/trigger", None).0, 404);
+    assert_eq!(c("DELETE", "/v1/schedules/nightly", "/v1/schedules/{name}", None).0, 200);
+    assert_eq!(c("DELETE", "/v1/schedules/nightly", "/v1/schedules/{name}", None).0, 404);
+}

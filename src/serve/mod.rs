@@ -36,6 +36,7 @@ mod jobs;
 mod overview;
 pub mod panel;
 mod queues;
+mod schedules;
 
 pub use auth::{Role, Tokens};
 
@@ -150,6 +151,12 @@ const ROUTES: &[(Method, &str)] = &[
     (Method::POST, "/v1/queues/{queue}/resume"),
     (Method::POST, "/v1/jobs"),
     (Method::GET, "/v1/jobs/{id}"),
+    (Method::GET, "/v1/schedules"),
+    (Method::PUT, "/v1/schedules/{name}"),
+    (Method::DELETE, "/v1/schedules/{name}"),
+    (Method::POST, "/v1/schedules/{name}/trigger"),
+    (Method::POST, "/v1/schedules/{name}/pause"),
+    (Method::POST, "/v1/schedules/{name}/resume"),
 ];
 
 /// The route `method` and the path's segments `parts` name, or the methods
@@ -178,10 +185,12 @@ impl Routes for Api {
             let started = Instant::now();
             let method = req.method().clone();
             let path = req.uri().path().to_string();
-            if let Some(r) = self.ops.get(&method, &path).await {
+            // HEAD is answered as GET (hyper sends no body for it).
+            let read = if method == Method::HEAD { Method::GET } else { method.clone() };
+            if let Some(r) = self.ops.get(&read, &path).await {
                 return r;
             }
-            if method == Method::GET {
+            if read == Method::GET {
                 if let Some(r) = panel::asset(&path) {
                     return r;
                 }
@@ -325,6 +334,13 @@ impl Api {
                 Err(e) => Err(e),
             },
             "/v1/jobs/{id}" => self.job(broker, p[2], &q).await,
+            "/v1/schedules" => self.schedules(broker).await,
+            "/v1/schedules/{name}" if method == Method::DELETE => self.delete_schedule(broker, p[2]).await,
+            "/v1/schedules/{name}" => match body(req).await {
+                Ok(b) => self.put_schedule(broker, p[2], &b).await,
+                Err(e) => Err(e),
+            },
+            r if r.starts_with("/v1/schedules/{name}/") => self.schedule_action(broker, p[2], p[3]).await,
             _ => {
                 let action = p[3].to_string();
                 let queue = p[2].to_string();

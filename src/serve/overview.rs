@@ -93,6 +93,16 @@ impl Sampler {
         Ok(answer)
     }
 
+    /// Drops the shared sample, so the next read sees a change this
+    /// server just made (an action answered, then the counts from before
+    /// it, would look wrong).
+    pub async fn invalidate(&self) {
+        let mut st = self.state.lock().await;
+        if let Some(s) = st.last.as_mut() {
+            s.at = s.at.checked_sub(SAMPLE_TTL).unwrap_or(s.at);
+        }
+    }
+
     /// `GET /v1/queues`: the counts of the shared sample.
     pub async fn queues(&self, broker: &Broker) -> Result<Value, BrokerError> {
         let o = self.overview(broker).await?;

@@ -27,6 +27,12 @@ impl Api {
     }
 
     pub(super) async fn act(&self, broker: &Broker, queue: &str, action: &str, body: &[u8]) -> Answer {
+        let answer = self.act_now(broker, queue, action, body).await;
+        self.sampler.invalidate().await;
+        answer
+    }
+
+    async fn act_now(&self, broker: &Broker, queue: &str, action: &str, body: &[u8]) -> Answer {
         self.known(broker, queue).await?;
         let k = broker.keys(queue);
         if action == "pause" || action == "resume" {

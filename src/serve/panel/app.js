@@ -1350,7 +1350,7 @@ PAGES.workers = (page, main) => {
     const res = await pageGet(page, '/v1/workers');
     const workers = res.workers || [];
     syncRows(tbody, rows, workers, (w) => w.id, workerRow);
-    setText(note, workers.length ? `${plural(workers.length, 'worker')}, ${fmtNum(workers.reduce((n, w) => n + (w.busy || []).length, 0))} busy of ${fmtNum(workers.reduce((n, w) => n + (w.concurrency || 0), 0))} slots` : '');
+    setText(note, workers.length ? `${plural(workers.length, 'worker')}, ${fmtNum(workers.reduce((n, w) => n + (w.busy_count ?? (w.busy || []).length), 0))} busy of ${fmtNum(workers.reduce((n, w) => n + (w.concurrency || 0), 0))} slots` : '');
     show(table, workers.length > 0);
     show(empty, workers.length === 0);
   });
@@ -1373,12 +1373,12 @@ function workerRow(w) {
       setText(cells.version, w.version || '—');
       setText(cells.queues, (w.queues || []).map((q) => `${q.name} (${q.weight})`).join(', ') || '—');
       const busy = w.busy || [];
-      setText(summary, `${fmtNum(busy.length)} / ${fmtNum(w.concurrency)}`);
+      setText(summary, `${fmtNum(w.busy_count ?? busy.length)} / ${fmtNum(w.concurrency)}`);
       const s = JSON.stringify(busy);
       if (s !== sig) {
         sig = s;
         fill(list, busy.length
-          ? h('ul', {}, busy.map((b) => h('li', {}, jobLink(b.id, b.queue), ' ', h('span', {}, b.kind || '—'), ' in ', b.queue, ' — running ', h('span', { 'data-started': b.started_at }, fmtAge(since(b.started_at))))))
+          ? h('ul', {}, busy.map((b) => h('li', {}, jobLink(b.id, b.queue), ' in ', b.queue, ' — running ', h('span', { 'data-started': b.started_at }, fmtAge(since(b.started_at))))))
           : h('p', { class: 'muted' }, 'Idle.'));
       } else {
         for (const el of list.querySelectorAll('[data-started]')) setText(el, fmtAge(since(el.dataset.started)));
