@@ -434,13 +434,22 @@ impl<'a> Schedules<'a> {
 
     /// Stores `s` (new, or replacing a definition of that name; its
     /// watermark is kept, so a changed schedule neither repeats nor
-    /// back-fills ticks) and sets its next run.
-    pub async fn put(&self, s: &Schedule, timing: &Timing) -> Result<(), BrokerError> {
+    /// back-fills ticks) and sets its next run. A new one is refused once
+    /// the namespace holds [`MAX_SCHEDULES`].
+    pub async fn put(&self, s: &Schedule, timing: &Timing) -> Result<(), ScheduleError> {
         let c = self.broker.client();
         let now = crate::job::now_ms();
         let state = match self.state_of(&s.name).await? {
             Some(st) => st,
             None => {
+                let n: u64 = c.hlen(&self.defs).await.map_err(redis("store schedule"))?;
+                if n as usize >= MAX_SCHEDULES {
+                    return Err(ScheduleError::Invalid {
+                        name: s.name.clone(),
+                        field: "name".into(),
+                        message: format!("the namespace holds {MAX_SCHEDULES} schedules, the most it may"),
+                    });
+                }
                 let st = State { watermark: Some(now), created: now, ..State::default() };
                 let _: i64 = c
                     .hset(&self.state, (s.name.as_str(), serde_json::to_string(&st).expect("serializes")))
@@ -453,7 +462,7 @@ impl<'a> Schedules<'a> {
             .hset(&self.defs, (s.name.as_str(), serde_json::to_string(s).expect("serializes")))
             .await
             .map_err(redis("store schedule"))?;
-        self.set_next(s, timing, state.watermark.unwrap_or(now).max(now)).await
+        Ok(self.set_next(s, timing, state.watermark.unwrap_or(now).max(now)).await?)
     }
 
     async fn set_next(&self, s: &Schedule, timing: &Timing, after: u64) -> Result<(), BrokerError> {

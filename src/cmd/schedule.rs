@@ -28,7 +28,7 @@ pub async fn run(broker: &crate::broker::Broker, c: ScheduleCommand) -> Result<(
             if schedules.get(&s.name).await?.is_some() {
                 return Err(invalid(ScheduleError::Exists(s.name)));
             }
-            schedules.put(&s, &timing).await?;
+            schedules.put(&s, &timing).await.map_err(invalid)?;
             out(format!("added schedule {} ({})", s.name, s.describe()))
         }
         ScheduleCommand::Apply { file, prune } => {
@@ -54,7 +54,7 @@ pub async fn run(broker: &crate::broker::Broker, c: ScheduleCommand) -> Result<(
                     Some(_) => changed += 1,
                     None => added += 1,
                 }
-                schedules.put(s, timing).await?;
+                schedules.put(s, timing).await.map_err(invalid)?;
             }
             if prune {
                 for name in existing.keys().filter(|n| !list.iter().any(|(_, s)| &s.name == *n)) {
