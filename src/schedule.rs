@@ -240,8 +240,7 @@ impl Timing {
         match self {
             Timing::Every(p) => Some(at_ms / p * p),
             Timing::Cron(cron, tz) => {
-                // The local time of `at_ms`, plus a second so the walk back
-                // includes it (inclusive search).
+                // From the local time of `at_ms`, itself included.
                 let mut local = naive(tz, at_ms);
                 let mut inclusive = true;
                 for _ in 0..MAX_STEPS {
@@ -262,16 +261,7 @@ impl Timing {
 fn naive(tz: &Tz, ms: u64) -> NaiveDateTime {
     let utc = DateTime::<Utc>::from_timestamp_millis(ms as i64).unwrap_or_default();
     let local = utc.with_timezone(tz).naive_local();
-    local.with_nanosecond_zero()
-}
-
-trait NoNanos {
-    fn with_nanosecond_zero(self) -> Self;
-}
-impl NoNanos for NaiveDateTime {
-    fn with_nanosecond_zero(self) -> Self {
-        chrono::Timelike::with_nanosecond(&self, 0).unwrap_or(self)
-    }
+    chrono::Timelike::with_nanosecond(&local, 0).unwrap_or(local)
 }
 
 /// Cron matching works on a wall clock; croner gets it as a UTC time.
@@ -512,8 +502,8 @@ impl<'a> Schedules<'a> {
     }
 
     /// Enqueues one job of the schedule now (id `cron:NAME:manual:<now>`);
-    /// its id.
-    pub async fn trigger(&self, name: &str) -> Result<String, ScheduleError> {
+    /// its id and queue.
+    pub async fn trigger(&self, name: &str) -> Result<(String, String), ScheduleError> {
         let s = self.get(name).await?.ok_or_else(|| ScheduleError::NotFound(name.into()))?;
         let id = format!("cron:{}:manual:{}", s.name, crate::retention::rfc3339(crate::job::now_ms()));
         self.enqueue(&s, &id).await?;
@@ -526,7 +516,7 @@ impl<'a> Schedules<'a> {
             .hset(&self.state, (name, serde_json::to_string(&st).expect("serializes")))
             .await
             .map_err(redis("store schedule"))?;
-        Ok(id)
+        Ok((id, s.queue))
     }
 
     /// Enqueues the job `id` of `s`; false if that id exists (a tick

@@ -105,7 +105,7 @@ pub async fn run(broker: &crate::broker::Broker, c: ScheduleCommand) -> Result<(
         ScheduleCommand::Pause { name } => paused(&schedules, &name, true).await,
         ScheduleCommand::Resume { name } => paused(&schedules, &name, false).await,
         ScheduleCommand::Trigger { name } => {
-            let id = schedules.trigger(&name).await.map_err(invalid)?;
+            let (id, _) = schedules.trigger(&name).await.map_err(invalid)?;
             out(format!("enqueued {id}"))
         }
     }

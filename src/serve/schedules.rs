@@ -54,8 +54,7 @@ impl Api {
     pub(super) async fn schedule_action(&self, broker: &Broker, name: &str, action: &str) -> Answer {
         let schedules = Schedules::new(broker);
         if action == "trigger" {
-            let id = schedules.trigger(name).await?;
-            let queue = schedules.get(name).await?.map(|s| s.queue).unwrap_or_default();
+            let (id, queue) = schedules.trigger(name).await?;
             return Ok((StatusCode::OK, json!({"name": name, "id": id, "queue": queue, "status": "enqueued"})));
         }
         let pause = action == "pause";
