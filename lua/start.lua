@@ -27,6 +27,7 @@
 -- ARGV[1] ttl (ms) of a running key: the visibility timeout, renewed by
 --         every heartbeat, so the key lives exactly as long as the lease
 -- ARGV[2] number of jobs n
+-- ARGV[3] the worker's registry id, recorded with each charged attempt
 -- then 3 per job: id, token, flags (the sum of 1 = check, 4 = take, 2 =
 -- charge)
 --
@@ -37,7 +38,7 @@
 local ttl = ARGV[1]
 local n = tonumber(ARGV[2])
 local ids = {}
-for i = 0, n - 1 do ids[i + 1] = ARGV[3 + i * 3] end
+for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 3] end
 local tokens = redis.call('HMGET', KEYS[1], unpack(ids))
 local counts = redis.call('HMGET', KEYS[2], unpack(ids))
 local function bit(flags, b) return math.floor(flags / b) % 2 == 1 end
@@ -46,7 +47,7 @@ local charged, charged_ids = {}, {}
 local k = 4
 local out = {}
 for i = 1, n do
-  local b = i * 3
+  local b = i * 3 + 1
   local id, token, flags = ids[i], ARGV[b + 1], tonumber(ARGV[b + 2])
   local verdict = 1
   if tokens[i] ~= token then verdict = 0 end
@@ -91,7 +92,7 @@ if #charged_ids > 0 then
     args[2 * j - 1] = id
     args[2 * j] = charged[id]
     hargs[2 * j - 1] = id
-    hargs[2 * j] = history_open(histories[j], charged[id], now)
+    hargs[2 * j] = history_open(histories[j], charged[id], now, ARGV[3])
   end
   redis.call('HSET', KEYS[2], unpack(args))
   redis.call('HSET', KEYS[3], unpack(hargs))

@@ -153,7 +153,16 @@ async fn cycle(
         return Ok(None);
     }
     let grace = (lock.ttl * 2).max(Duration::from_secs(2));
-    let mut next_due: Option<Duration> = crate::schedule::Schedules::new(broker).run_due(grace).await?;
+    let schedules = crate::schedule::Schedules::new(broker);
+    for _ in 0..MAX_CALLS {
+        if schedules.run_due(grace).await? < crate::schedule::MAX_DUE_PER_CYCLE {
+            break;
+        }
+        if !lock.keep().await? {
+            return Ok(None);
+        }
+    }
+    let mut next_due: Option<Duration> = schedules.next_due().await?;
     let queues = broker.queues().await?;
     for q in &queues {
         if !lock.keep().await? {

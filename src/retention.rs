@@ -104,6 +104,9 @@ pub struct AttemptRecord {
     pub outcome: String,
     /// The attempt's error, if it failed.
     pub error: Option<String>,
+    /// The registry id of the worker that ran it (`None` if no worker
+    /// started it, or it was recorded before workers were).
+    pub worker: Option<String>,
 }
 
 /// The history as stored (one JSON array a line; see `lua/lib/retain.lua`).
@@ -117,12 +120,15 @@ pub fn parse_history(stored: &[u8]) -> Vec<AttemptRecord> {
             let v: Vec<serde_json::Value> = serde_json::from_str(&line).ok()?;
             let attempt = v.first()?.as_u64()?;
             let started = v.get(1)?.as_u64()?;
+            let worker = v.get(2).and_then(|w| w.as_str()).map(str::to_string);
+            let rest = if worker.is_some() { 3 } else { 2 };
             Some(AttemptRecord {
                 attempt,
                 started_at: rfc3339(started),
-                finished_at: v.get(2).and_then(|t| t.as_u64()).map(rfc3339),
-                outcome: v.get(3).and_then(|o| o.as_str()).unwrap_or("running").to_string(),
-                error: v.get(4).and_then(|e| e.as_str()).map(str::to_string),
+                finished_at: v.get(rest).and_then(|t| t.as_u64()).map(rfc3339),
+                outcome: v.get(rest + 1).and_then(|o| o.as_str()).unwrap_or("running").to_string(),
+                error: v.get(rest + 2).and_then(|e| e.as_str()).map(str::to_string),
+                worker,
             })
         })
         .collect()
@@ -146,6 +152,17 @@ mod tests {
         assert_eq!(h[1].error, None);
         assert_eq!(h[2].outcome, "running");
         assert_eq!(h[2].finished_at, None);
+        assert!(h.iter().all(|a| a.worker.is_none()));
+    }
+
+    #[test]
+    fn history_lines_name_their_worker() {
+        let h = parse_history(b"[1,1000,\"w-1\",2000,\"retry\",\"boom\"]\n[0,3000,3000,\"skipped\",null]\n[2,5000,\"w-2\"");
+        assert_eq!(h.len(), 3);
+        assert_eq!((h[0].worker.as_deref(), h[0].outcome.as_str(), h[0].error.as_deref()), (Some("w-1"), "retry", Some("boom")));
+        assert_eq!(h[0].finished_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
+        assert_eq!((h[1].worker.as_deref(), h[1].outcome.as_str()), (None, "skipped"));
+        assert_eq!((h[2].worker.as_deref(), h[2].outcome.as_str(), h[2].finished_at.as_deref()), (Some("w-2"), "running", None));
     }
 
     #[test]

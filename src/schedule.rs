@@ -33,7 +33,8 @@ use std::time::Duration;
 
 /// Most missed ticks `catch_up: all` enqueues.
 pub const MAX_CATCH_UP: usize = 100;
-/// Most schedules one leader cycle handles (the rest wait for the next).
+/// Most schedules one `run_due` call handles; a leader cycle calls it up
+/// to 20 times (20,000 schedules), the rest wait for the next cycle.
 pub const MAX_DUE_PER_CYCLE: usize = 1000;
 /// Most schedules a namespace holds.
 pub const MAX_SCHEDULES: usize = 100_000;
@@ -522,12 +523,16 @@ impl<'a> Schedules<'a> {
     /// Enqueues the job `id` of `s`; false if that id exists (a tick
     /// enqueued before, by this leader or another).
     async fn enqueue(&self, s: &Schedule, id: &str) -> Result<bool, BrokerError> {
+        let job = self.new_job(s, id)?;
+        Ok(self.broker.enqueue(&self.broker.keys(&s.queue), &[job]).await?.first().copied().unwrap_or(false))
+    }
+
+    fn new_job(&self, s: &Schedule, id: &str) -> Result<crate::broker::NewJob, BrokerError> {
         let spec = crate::job::spec_from_value(s.spec_value(id))
             .map_err(|e| BrokerError::Reply { op: "schedule", detail: e.to_string() })?;
         let defaults =
             crate::job::Defaults { queue: s.queue.clone(), max_retries: 3, delay: None, idempotency_key: None };
-        let job = defaults.new_job(self.broker, &s.queue, spec);
-        Ok(self.broker.enqueue(&self.broker.keys(&s.queue), &[job]).await?.first().copied().unwrap_or(false))
+        Ok(defaults.new_job(self.broker, &s.queue, spec))
     }
 
     /// Every schedule with its next and last run and the last job's state.
@@ -554,51 +559,114 @@ impl<'a> Schedules<'a> {
         Ok(out)
     }
 
-    /// The leader's part: enqueues every due tick (at most
-    /// [`MAX_DUE_PER_CYCLE`] schedules per call); the time until the next
-    /// schedule is due, if any. A tick later than `grace` counts as missed.
-    pub async fn run_due(&self, grace: Duration) -> Result<Option<Duration>, BrokerError> {
+    /// The leader's part: enqueues the due ticks of at most
+    /// [`MAX_DUE_PER_CYCLE`] schedules, in a fixed number of round trips
+    /// (the due names; their definitions and states; one batched enqueue
+    /// per queue; the new states and next runs). Returns how many
+    /// schedules were due: the caller calls again while that is the
+    /// maximum. A tick later than `grace` counts as missed.
+    ///
+    /// Jobs are enqueued before the watermarks are written: a leader that
+    /// dies in between leaves the next one to enqueue the same ids, which
+    /// are refused as duplicates.
+    pub async fn run_due(&self, grace: Duration) -> Result<usize, BrokerError> {
         let c = self.broker.client();
         let now = crate::job::now_ms();
         let names: Vec<String> = c
             .zrangebyscore(&self.due, f64::NEG_INFINITY, now as f64, false, Some((0, MAX_DUE_PER_CYCLE as i64)))
             .await
             .map_err(redis("due schedules"))?;
-        for name in &names {
-            let Some(s) = self.get(name).await? else {
-                let _: i64 = c.zrem(&self.due, name.as_str()).await.map_err(redis("due schedules"))?;
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let (defs, states): (Vec<Option<String>>, Vec<Option<String>>) = tokio::try_join!(
+            c.hmget(&self.defs, names.clone()),
+            c.hmget(&self.state, names.clone())
+        )
+        .map_err(redis("due schedules"))?;
+        let mut dropped: Vec<&str> = Vec::new();
+        let mut due: Vec<Due> = Vec::new();
+        // Per queue: the jobs, and for each the index into `due` and its tick.
+        let mut by_queue: std::collections::BTreeMap<String, (Vec<crate::broker::NewJob>, Vec<(usize, u64)>)> =
+            Default::default();
+        for ((name, def), state) in names.iter().zip(defs).zip(states) {
+            let Some(s) = def.and_then(|d| serde_json::from_str::<Schedule>(&d).ok()) else {
+                dropped.push(name);
                 continue;
             };
             let Ok(timing) = s.timing() else {
                 tracing::warn!(schedule = %name, "schedule no longer valid; skipped until it is fixed");
-                let _: i64 = c.zrem(&self.due, name.as_str()).await.map_err(redis("due schedules"))?;
+                dropped.push(name);
                 continue;
             };
-            let mut st = self.state_of(name).await?.unwrap_or_default();
+            let mut st: State = state.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
             let watermark = st.watermark.unwrap_or(st.created);
             let (ticks, new_watermark) = due_ticks(&timing, s.catch_up, watermark, now, grace.as_millis() as u64);
-            for tick in ticks {
-                let id = s.job_id(tick);
-                let fresh = self.enqueue(&s, &id).await?;
-                if fresh {
-                    ::metrics::counter!(crate::metrics::SCHEDULE_TICKS, "schedule" => name.clone()).increment(1);
-                    ::metrics::histogram!(crate::metrics::SCHEDULE_LATENESS)
-                        .record(crate::job::now_ms().saturating_sub(tick) as f64 / 1000.0);
-                }
+            let jobs: Result<Vec<_>, _> = ticks.iter().map(|&t| self.new_job(&s, &s.job_id(t))).collect();
+            let Ok(jobs) = jobs else {
+                tracing::warn!(schedule = %name, "schedule's job no longer valid; skipped until it is fixed");
+                dropped.push(name);
+                continue;
+            };
+            let at = due.len();
+            let (queued, index) = by_queue.entry(s.queue.clone()).or_default();
+            index.extend(ticks.iter().map(|&t| (at, t)));
+            if let (Some(&tick), Some(job)) = (ticks.last(), jobs.last()) {
                 st.last_run = Some(tick);
-                st.last_job_id = Some(id);
+                st.last_job_id = Some(job.id.clone());
             }
+            queued.extend(jobs);
             st.watermark = Some(new_watermark);
-            let _: i64 = c
-                .hset(&self.state, (name.as_str(), serde_json::to_string(&st).expect("serializes")))
-                .await
-                .map_err(redis("store schedule"))?;
-            self.set_next(&s, &timing, new_watermark.max(now)).await?;
+            let next = if s.paused { None } else { timing.next_after(new_watermark.max(now)) };
+            due.push(Due { schedule: s, state: st, next });
         }
+        let enqueued = futures::future::try_join_all(
+            by_queue.iter().map(|(queue, (jobs, _))| async move { self.broker.enqueue(&self.broker.keys(queue), jobs).await }),
+        )
+        .await?;
+        let done = crate::job::now_ms();
+        for ((_, (_, index)), fresh) in by_queue.iter().zip(enqueued) {
+            for (&(at, tick), fresh) in index.iter().zip(fresh) {
+                if fresh {
+                    ::metrics::counter!(crate::metrics::SCHEDULE_TICKS, "schedule" => due[at].schedule.name.clone())
+                        .increment(1);
+                    ::metrics::histogram!(crate::metrics::SCHEDULE_LATENESS)
+                        .record(done.saturating_sub(tick) as f64 / 1000.0);
+                }
+            }
+        }
+        let states: Vec<(&str, String)> = due
+            .iter()
+            .map(|d| (d.schedule.name.as_str(), serde_json::to_string(&d.state).expect("serializes")))
+            .collect();
+        let next: Vec<(f64, &str)> =
+            due.iter().filter_map(|d| Some((d.next? as f64, d.schedule.name.as_str()))).collect();
+        dropped.extend(due.iter().filter(|d| d.next.is_none()).map(|d| d.schedule.name.as_str()));
+        if !states.is_empty() {
+            let _: i64 = c.hset(&self.state, states).await.map_err(redis("store schedule"))?;
+        }
+        if !next.is_empty() {
+            let _: i64 = c.zadd(&self.due, None, None, false, false, next).await.map_err(redis("store schedule"))?;
+        }
+        if !dropped.is_empty() {
+            let _: i64 = c.zrem(&self.due, dropped).await.map_err(redis("due schedules"))?;
+        }
+        Ok(names.len())
+    }
+
+    /// The time until the next schedule is due, if any is.
+    pub async fn next_due(&self) -> Result<Option<Duration>, BrokerError> {
         let next: Vec<(String, f64)> =
-            c.zrange(&self.due, 0, 0, None, false, None, true).await.map_err(redis("due schedules"))?;
+            self.broker.client().zrange(&self.due, 0, 0, None, false, None, true).await.map_err(redis("due schedules"))?;
         Ok(next.first().map(|(_, at)| Duration::from_millis((*at as u64).saturating_sub(crate::job::now_ms()))))
     }
+}
+
+/// A due schedule, as `run_due` leaves it.
+struct Due {
+    schedule: Schedule,
+    state: State,
+    next: Option<u64>,
 }
 
 #[cfg(test)]

@@ -160,6 +160,11 @@ fn inspect_job_shows_every_state_with_its_history() {
     let i = state("i");
     assert!(i["lease_until"].is_string());
     assert_eq!(i["history"][0]["outcome"], "running");
+    // Each attempt names the worker that ran it, as the registry lists it.
+    let workers = json(&d.ok(&["inspect", "workers", "--json"]));
+    let worker = workers["workers"][0]["id"].as_str().expect("the worker is registered").to_string();
+    assert_eq!(i["history"][0]["worker"], worker.as_str());
+    assert!(d.ok(&["inspect", "job", "i"]).contains(&worker), "the table shows the worker");
     let c = state("c");
     assert_eq!(c["result"]["hello"], "world");
     assert_eq!(c["history"][0]["outcome"], "ok");

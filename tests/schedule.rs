@@ -76,6 +76,49 @@ fn every_tick_is_enqueued_exactly_once_while_leaders_are_killed() {
     println!("{} ticks, {kills} leaders killed, none missing, none twice", runs.len());
 }
 
+/// More schedules due at once than one `run_due` call takes (1,000): a
+/// cycle takes them all, tick after tick, each tick once.
+#[test]
+fn thousands_of_schedules_due_together_each_get_every_tick_once() {
+    let redis = Redis::shared();
+    let d = Dtq::new(&redis, "sched-many");
+    let defs: Vec<Value> = (0..2500)
+        .map(|i| serde_json::json!({"name": format!("s{i:04}"), "every": "1s", "kind": "noop", "queue": format!("q{}", i % 3)}))
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_string(&defs).unwrap()).unwrap();
+    d.ok(&["admin", "schedule", "apply", "--file", file.path().to_str().unwrap()]);
+    let mut r = d.spawn(&["reap", "--lock-ttl", "1s", "--listen", "off"]);
+    std::thread::sleep(Duration::from_secs(5));
+    r.terminate(Duration::from_secs(10));
+    // Per schedule, the ticks of its jobs (no worker runs: all pending).
+    let mut ticks: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut total = 0;
+    for q in 0..3 {
+        for id in redis.lines(&["LRANGE", &format!("{}:{{q{q}}}:pending", d.ns), "0", "-1"]) {
+            let name = id.split(':').nth(1).unwrap().to_string();
+            ticks.entry(name).or_default().push(tick_of(&id));
+            total += 1;
+        }
+    }
+    assert_eq!(ticks.len(), 2500, "schedules that enqueued nothing: {}", 2500 - ticks.len());
+    for (name, t) in &mut ticks {
+        t.sort_unstable();
+        let n = t.len();
+        t.dedup();
+        assert_eq!(t.len(), n, "{name}: a tick enqueued twice: {t:?}");
+        assert_eq!((t[n - 1] - t[0] + 1) as usize, n, "{name}: a tick skipped: {t:?}");
+    }
+    // All in step: every schedule has every tick of the common span.
+    let first = ticks.values().map(|t| t[0]).max().unwrap();
+    let last = ticks.values().map(|t| *t.last().unwrap()).min().unwrap();
+    assert!(last - first >= 2, "common ticks {first}..={last}");
+    for (name, t) in &ticks {
+        assert!((first..=last).all(|x| t.contains(&x)), "{name}: {t:?} lacks part of {first}..={last}");
+    }
+    println!("{total} ticks of 2,500 schedules, each tick once, all in step over {first}..={last}");
+}
+
 /// Runs a schedule (every 1 s) with one reaper for 3 s, stops every reaper
 /// for 7 s (more than 5 ticks beyond the grace of 2 s, lock TTL 1 s), runs
 /// one again for 3 s: each enqueued tick with how late it was enqueued (s).

@@ -15,8 +15,10 @@ local function retention(key)
 end
 
 -- Attempt history: one line per attempt, oldest first,
--- `[attempt,started_ms,finished_ms,"outcome",error-or-null]`; the attempt
--- running now is an open last line `[attempt,started_ms`. At most
+-- `[attempt,started_ms,"worker",finished_ms,"outcome",error-or-null]`
+-- ("worker" is the registry id of the worker that ran it; absent when no
+-- worker started it, and in lines written before it was recorded); the
+-- attempt running now is an open last line `[attempt,started_ms,"worker"`. At most
 -- @HISTORY_MAX@ lines are kept (the oldest go).
 local function history_append(old, line)
   if not old then return line end
@@ -30,12 +32,14 @@ local function is_open(h)
   return h and string.sub(h, -1) ~= ']'
 end
 
-local function history_open(old, attempt, now)
+local function history_open(old, attempt, now, worker)
   if is_open(old) then
     -- An attempt left open (never settled): it was lost with its worker.
     old = old .. string.format(',%d,"lost",null]', now)
   end
-  return history_append(old, string.format('[%d,%d', attempt, now))
+  local line = string.format('[%d,%d', attempt, now)
+  if worker then line = line .. ',' .. cjson.encode(worker) end
+  return history_append(old, line)
 end
 
 -- Closes the open attempt with its outcome and error (nil = none); a

@@ -750,13 +750,15 @@ impl Broker {
         &self,
         k: &QueueKeys,
         visibility: Duration,
+        worker: &str,
         jobs: &[StartCheck],
     ) -> Result<Vec<Start>, BrokerError> {
         let mut keys: Vec<&str> = Vec::with_capacity(3 + jobs.len());
         keys.extend([k.leases.as_str(), &k.attempts, &k.history]);
-        let mut args: Vec<Value> = Vec::with_capacity(2 + jobs.len() * 3);
+        let mut args: Vec<Value> = Vec::with_capacity(3 + jobs.len() * 3);
         args.push(Value::Integer(visibility.as_millis() as i64));
         args.push(Value::Integer(jobs.len() as i64));
+        args.push(worker.into());
         for j in jobs {
             let flags = j.key.is_some() as i64 | (j.charge as i64) << 1 | ((j.key.is_some() && j.take) as i64) << 2;
             args.extend([j.id.as_str().into(), j.token.as_str().into(), Value::Integer(flags)]);

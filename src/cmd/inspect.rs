@@ -191,6 +191,7 @@ fn show_job(info: &JobInfo) -> Result<()> {
         Col::Text("STARTED AT", 24),
         Col::Text("FINISHED AT", 24),
         Col::Text("OUTCOME", 8),
+        Col::Text("WORKER", 40),
         Col::Rest("ERROR"),
     ]);
     for h in &info.history {
@@ -199,6 +200,7 @@ fn show_job(info: &JobInfo) -> Result<()> {
             h.started_at.clone(),
             h.finished_at.clone().unwrap_or_else(|| "-".into()),
             h.outcome.clone(),
+            h.worker.clone().unwrap_or_else(|| "-".into()),
             cut(h.error.as_deref().unwrap_or(""), 200),
         ]);
     }

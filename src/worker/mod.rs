@@ -207,6 +207,8 @@ pub(crate) struct Held {
 
 /// State shared by the worker's tasks.
 pub(crate) struct Shared {
+    /// This worker's registry id (also recorded with each attempt it runs).
+    pub id: String,
     pub broker: Broker,
     pub cfg: WorkerConfig,
     pub handler: Arc<dyn Handler>,
@@ -359,11 +361,16 @@ pub async fn run(
             metrics: QueueMetrics::new(name),
         })
         .collect();
-    let (b, keys, vt) =
-        (broker.clone(), queues.iter().map(|q| q.keys.clone()).collect::<Vec<_>>(), cfg.visibility_timeout);
+    let id = registry::new_id();
+    let (b, keys, vt, worker) = (
+        broker.clone(),
+        queues.iter().map(|q| q.keys.clone()).collect::<Vec<_>>(),
+        cfg.visibility_timeout,
+        id.clone(),
+    );
     let starter = batch::Batcher::spawn("start", move |queue: usize, checks: Vec<StartCheck>| {
-        let (b, k) = (b.clone(), keys[queue].clone());
-        async move { b.start(&k, vt, &checks).await }
+        let (b, k, worker) = (b.clone(), keys[queue].clone(), worker.clone());
+        async move { b.start(&k, vt, &worker, &checks).await }
     });
     let b = broker.clone();
     let limiter = batch::Batcher::spawn("rate limit", move |(kind, limit): (String, RateLimit), starts: Vec<()>| {
@@ -371,6 +378,7 @@ pub async fn run(
         async move { b.rate_limit(&kind, limit.limit, limit.period, starts.len()).await }
     });
     let shared = Arc::new(Shared {
+        id,
         broker: broker.clone(),
         starter,
         limiter,

@@ -87,11 +87,16 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// A new worker id: `host-pid-random`.
+pub(crate) fn new_id() -> String {
+    format!("{}-{}-{:04x}", hostname(), std::process::id(), fastrand::u16(..))
+}
+
 /// Keeps this worker's entry until `stop`, then removes it.
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let host = hostname();
     let pid = std::process::id();
-    let id = format!("{host}-{pid}-{:04x}", fastrand::u16(..));
+    let id = shared.id.clone();
     let started_at = crate::retention::rfc3339(now_ms());
     let ns = shared.broker.namespace().to_string();
     let (set, key) = (crate::keys::workers(&ns), crate::keys::worker(&ns, &id));

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.parse
 
 sys.dont_write_bytecode = True  # no __pycache__ in the work tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -301,7 +302,7 @@ def overview_shows_the_counts_of_inspect_stats(s):
 
 
 def dead_job_found_by_error_search_requeued_and_completed(s):
-    """Dead tab, search by error text → exactly that job; its page's Requeue → it runs again and shows completed."""
+    """Dead tab, search by error text → exactly that job; its page's Requeue → it runs again and shows completed; each attempt names its worker."""
     s.ensure_admin()
     p = s.page
     charge = s.ids['charge'][0]
@@ -325,6 +326,13 @@ def dead_job_found_by_error_search_requeued_and_completed(s):
     job = s.dtq.api_ok('GET', f'/v1/jobs/{charge}?queue=payments')
     assert job['state'] == 'completed', job
     assert [a.get('outcome') for a in job['history']] == ['dead', 'ok'], job['history']
+    # Each attempt names its worker: worker A, the one that takes from payments.
+    takes_payments = [w['id'] for w in s.dtq.api_ok('GET', '/v1/workers')['workers']
+                      if any(q['name'] == 'payments' for q in w['queues'])]
+    assert len(takes_payments) == 1, takes_payments
+    assert [a.get('worker') for a in job['history']] == takes_payments * 2, job['history']
+    shown = p.js("return [...document.querySelectorAll('#job-history > li [data-test=attempt-worker]')].map(e => e.textContent)")
+    assert shown == takes_payments * 2, shown
 
 
 def bulk_delete_of_a_filtered_selection_removes_exactly_those(s):
@@ -400,6 +408,75 @@ def paused_queue_is_not_taken_from_until_resumed(s):
         assert s.dtq.api_ok('GET', f'/v1/jobs/{jid}?queue=thumbnails')['state'] == 'completed'
 
 
+def schedules_page_shows_real_schedules_and_pauses_resumes_and_triggers(s):
+    """Two real schedules: the rows show definition, target and next run as the API does (03:00 Berlin); a 2-second one's ticks appear as its last job, completed, without a reload; Trigger now → a job the worker completes; Pause → no next run and no tick for 4 s; Resume → ticks again."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+    s.ensure_admin()
+    p = s.page
+    s.dtq.cli('admin', 'schedule', 'add', 'nightly-report', '--cron', '0 3 * * *', '--tz', 'Europe/Berlin',
+              '--kind', 'echo', '--queue', 'reports', '--payload', json.dumps({'report': 'nightly'}))
+    s.dtq.cli('admin', 'schedule', 'add', 'heartbeat', '--every', '2s', '--kind', 'noop', '--queue', 'reports')
+    try:
+        def cell(name, field):
+            return f'tr[data-schedule="{name}"] td[data-field={field}]'
+
+        def api(name):
+            return {x['name']: x for x in s.dtq.api_ok('GET', '/v1/schedules')['schedules']}[name]
+
+        p.load('#/schedules')
+        p.wait(lambda: p.present(cell('heartbeat', 'def')) and p.present(cell('nightly-report', 'def')), 10, 'both rows')
+        p.js('window.__sameDocument = true')
+        assert p.text(cell('nightly-report', 'def')) == '0 3 * * * (Europe/Berlin)', p.text(cell('nightly-report', 'def'))
+        assert p.text(cell('heartbeat', 'def')) == 'every 2s', p.text(cell('heartbeat', 'def'))
+        assert p.text(cell('nightly-report', 'target')) == 'echo → reports', p.text(cell('nightly-report', 'target'))
+        shown = p.js("return document.querySelector(arguments[0] + ' time').getAttribute('datetime')",
+                     cell('nightly-report', 'next'))
+        assert shown == api('nightly-report')['next_run'], (shown, api('nightly-report'))
+        local = datetime.fromisoformat(shown.replace('Z', '+00:00')).astimezone(ZoneInfo('Europe/Berlin'))
+        assert local.strftime('%H:%M:%S') == '03:00:00', local
+
+        # The 2-second schedule ticks by itself (the reaper inside the workers); the page follows.
+        def last_tick_completed():
+            t = p.text(cell('heartbeat', 'job')) or ''
+            return t.startswith('cron:heartbeat:') and t.endswith('completed')
+        p.wait(last_tick_completed, 15, "the heartbeat schedule's last job, completed")
+        tick = api('heartbeat')['last_job_id']
+        assert tick.startswith('cron:heartbeat:20') and tick.endswith('Z'), tick
+        assert s.dtq.api_ok('GET', f'/v1/jobs/{urllib.parse.quote(tick, safe="")}?queue=reports')['state'] == 'completed'
+
+        # Trigger now: a job of its own, run by the worker, shown as the last job.
+        p.click('tr[data-schedule="nightly-report"] button[data-test=schedule-trigger]')
+        p.wait_text('#status', lambda t: 'Triggered schedule nightly-report: job cron:nightly-report:manual:' in t,
+                    what='the "Triggered" announcement')
+        manual = api('nightly-report')['last_job_id']
+        assert manual.startswith('cron:nightly-report:manual:'), manual
+        p.wait_text(cell('nightly-report', 'job'), lambda t: t == f'{manual} completed', timeout=15)
+        job = s.dtq.api_ok('GET', f'/v1/jobs/{urllib.parse.quote(manual, safe="")}?queue=reports')
+        assert (job['state'], job['result']) == ('completed', {'report': 'nightly'}), job
+
+        # Pause: no next run, no new tick; Resume: ticks again.
+        p.click('tr[data-schedule="heartbeat"] button[data-test=schedule-pause]')
+        p.wait_text('#status', lambda t: 'Paused schedule heartbeat.' in t)
+        p.wait_text(cell('heartbeat', 'paused'), lambda t: t == 'paused')
+        p.wait_text(cell('heartbeat', 'next'), lambda t: t == '—')
+        assert p.visible('tr[data-schedule="heartbeat"] button[data-test=schedule-resume]')
+        assert not p.visible('tr[data-schedule="heartbeat"] button[data-test=schedule-pause]')
+        paused = api('heartbeat')
+        assert paused['paused'] is True and paused['next_run'] is None, paused
+        time.sleep(4.5)
+        assert api('heartbeat')['last_job_id'] == paused['last_job_id'], 'a paused schedule ticked'
+        p.click('tr[data-schedule="heartbeat"] button[data-test=schedule-resume]')
+        p.wait_text('#status', lambda t: 'Resumed schedule heartbeat.' in t)
+        p.wait_text(cell('heartbeat', 'paused'), lambda t: t == 'no')
+        p.wait(lambda: p.present(cell('heartbeat', 'next') + ' time'), 5, 'a next run again')
+        H.wait_until(lambda: api('heartbeat')['last_job_id'] != paused['last_job_id'], 10, 0.25,
+                     'the resumed schedule to tick')
+        assert p.js('return window.__sameDocument === true'), 'the page was reloaded'
+    finally:
+        s.dtq.cli('admin', 'schedule', 'remove', 'heartbeat')
+
+
 def read_only_token_cannot_requeue(s):
     """Signed in read-only: no requeue/delete/cancel/pause/enqueue controls on the dead tab or job page; a fetch POST with its CSRF token gets 403."""
     p = s.page
@@ -424,6 +501,10 @@ def read_only_token_cannot_requeue(s):
         assert not found, f'read-only job page has {found}'
         assert p.js("return document.querySelectorAll('#main button').length") == 0
 
+        p.go('#/schedules')
+        p.wait(lambda: p.present('tr[data-schedule="nightly-report"]'), 10, 'the schedules page')
+        assert p.js("return document.querySelectorAll('#main button').length") == 0, 'read-only schedule controls'
+
         res = p.async_js("""
             const s = await (await fetch('/v1/session', {credentials: 'same-origin'})).json();
             const post = async (path, body) => {
@@ -434,9 +515,10 @@ def read_only_token_cannot_requeue(s):
             return {role: s.role, csrf: !!s.csrf,
                     requeue: await post('/v1/queues/exports/requeue', {ids: [args[0]]}),
                     delete: await post('/v1/queues/exports/delete', {ids: [args[0]]}),
-                    pause: await post('/v1/queues/exports/pause', {})};""", exports[0])
+                    pause: await post('/v1/queues/exports/pause', {}),
+                    trigger: await post('/v1/schedules/nightly-report/trigger', {})};""", exports[0])
         assert res.get('role') == 'read-only' and res.get('csrf'), res
-        for action in ('requeue', 'delete', 'pause'):
+        for action in ('requeue', 'delete', 'pause', 'trigger'):
             status, body = res[action]
             assert status == 403, f'read-only {action}: {status} {body}'
             assert json.loads(body)['error']['code'] == 'forbidden', body
@@ -475,7 +557,7 @@ def script_payload_is_shown_as_text(s):
 
 
 def accessibility_has_no_serious_or_critical_violation(s):
-    """axe-core on the overview, a queue page (dead tab with jobs), a job page and the workers page: no serious or critical violation."""
+    """axe-core on the overview, a queue page (dead tab with jobs), a job page, the workers page and the schedules page: no serious or critical violation."""
     s.ensure_admin()
     p = s.page
     invoice = s.ids['invoice'][0]
@@ -484,6 +566,7 @@ def accessibility_has_no_serious_or_critical_violation(s):
         ('queue', '#/queues/notifications?state=dead', lambda: len(p.job_rows()) == 5),
         ('job', f'#/jobs/{invoice}?queue=payments', lambda: p.js("return document.querySelectorAll('#job-history > li').length") >= 2),
         ('workers', '#/workers', lambda: p.js("return document.querySelectorAll('#worker-table tbody tr').length") == 2),
+        ('schedules', '#/schedules', lambda: p.present('tr[data-schedule="nightly-report"]')),
     ]
     bad = []
     for name, hash_, ready in pages:
@@ -598,6 +681,7 @@ TESTS = [
     dead_job_found_by_error_search_requeued_and_completed,
     bulk_delete_of_a_filtered_selection_removes_exactly_those,
     paused_queue_is_not_taken_from_until_resumed,
+    schedules_page_shows_real_schedules_and_pauses_resumes_and_triggers,
     read_only_token_cannot_requeue,
     script_payload_is_shown_as_text,
     accessibility_has_no_serious_or_critical_violation,

@@ -30,10 +30,10 @@
  *              max_retries|timeout|form) #enqueue-result
  *   job        #job-id #job-state #job-corrupt #job-fields > dd[data-field=queue|kind|state|attempts|
  *              max_retries|enqueued_at|run_at|lease_until|finished_at|idempotency_key]
- *              #job-payload #job-result #job-error #job-history > li[data-attempt=N]
+ *              #job-payload #job-result #job-error #job-history > li[data-attempt=N] span[data-test=attempt-worker]
  *              #job-requeue #job-cancel #job-delete #job-action-error #job-not-found
  *   workers    #worker-count #worker-table tr[data-worker=ID] details[data-test=busy-jobs] #no-workers
- *   schedules  #schedule-table tr[data-schedule=NAME]
+ *   schedules  #schedule-table tr[data-schedule=NAME] > td[data-field=def|target|next|last|job|paused]
  *              button[data-test=schedule-pause|schedule-resume|schedule-trigger] #schedule-error #no-schedules
  */
 'use strict';
@@ -1313,7 +1313,7 @@ PAGES.job = (page, main, r) => {
         h('p', {}, clockEl(a.started_at, true), ' → ', a.finished_at ? clockEl(a.finished_at, false) : 'still running',
           ` (${a.finished_at ? 'took' : 'running for'} ${fmtDuration(took)})`),
         a.error ? h('pre', { class: 'code code-error' }, a.error) : null,
-        a.worker ? h('p', { class: 'muted' }, 'Worker ', h('span', { class: 'mono' }, a.worker)) : null);
+        a.worker ? h('p', { class: 'muted' }, 'Worker ', h('span', { class: 'mono', 'data-test': 'attempt-worker' }, a.worker)) : null);
     }));
   }
 
@@ -1415,9 +1415,7 @@ PAGES.schedules = (page, main) => {
     try {
       const res = await api('POST', `/v1/schedules/${enc(name)}/${action}`);
       if (action === 'trigger') {
-        const id = res && (res.job_id || res.id || (res.job && res.job.id));
-        const q = res && (res.queue || (res.job && res.job.queue));
-        announce(`Triggered schedule ${name}`, id ? [': job ', jobLink(id, q)] : '', '.');
+        announce(`Triggered schedule ${name}`, [': job ', jobLink(res.id, res.queue)], '.');
       } else {
         announce(`${action === 'pause' ? 'Paused' : 'Resumed'} schedule ${name}.`);
       }
@@ -1432,7 +1430,7 @@ PAGES.schedules = (page, main) => {
 
 function scheduleRow(s, act) {
   const cells = {};
-  const td = (k, cls) => (cells[k] = h('td', { class: cls }));
+  const td = (k, cls) => (cells[k] = h('td', { class: cls, 'data-field': k }));
   const pauseBtn = h('button', { type: 'button', 'data-test': 'schedule-pause', 'aria-label': `Pause schedule ${s.name}`, onclick: () => act(s.name, 'pause') }, 'Pause');
   const resumeBtn = h('button', { type: 'button', 'data-test': 'schedule-resume', 'aria-label': `Resume schedule ${s.name}`, onclick: () => act(s.name, 'resume') }, 'Resume');
   const trigger = h('button', { type: 'button', 'data-test': 'schedule-trigger', 'aria-label': `Trigger now: schedule ${s.name}`, onclick: () => act(s.name, 'trigger') }, 'Trigger now');
