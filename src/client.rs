@@ -151,18 +151,11 @@ impl Client {
             built.push((queue, job));
         }
         let order: Vec<(String, String)> = built.iter().map(|(q, j)| (q.clone(), j.id.clone())).collect();
-        let mut flags: HashMap<String, std::vec::IntoIter<bool>> = HashMap::new();
-        for (queue, jobs) in crate::group::group_by(built) {
-            let f = self.broker.enqueue(&self.broker.keys(&queue), &jobs).await?;
-            flags.insert(queue, f.into_iter());
-        }
-        Ok(order
-            .into_iter()
-            .map(|(queue, id)| {
-                let ok = flags.get_mut(&queue).and_then(Iterator::next).unwrap_or(false);
-                Enqueued { id, queue, duplicate: !ok }
-            })
-            .collect())
+        let fresh = crate::group::call_per_group(built, |queue, jobs| async move {
+            self.broker.enqueue(&self.broker.keys(&queue), &jobs).await
+        })
+        .await?;
+        Ok(order.into_iter().zip(fresh).map(|((queue, id), ok)| Enqueued { id, queue, duplicate: !ok }).collect())
     }
 
     /// The job `id` of `queue` in whatever state it is, if it exists.

@@ -157,12 +157,19 @@ mod tests {
 
     #[test]
     fn history_lines_name_their_worker() {
-        let h = parse_history(b"[1,1000,\"w-1\",2000,\"retry\",\"boom\"]\n[0,3000,3000,\"skipped\",null]\n[2,5000,\"w-2\"");
+        let h =
+            parse_history(b"[1,1000,\"w-1\",2000,\"retry\",\"boom\"]\n[0,3000,3000,\"skipped\",null]\n[2,5000,\"w-2\"");
         assert_eq!(h.len(), 3);
-        assert_eq!((h[0].worker.as_deref(), h[0].outcome.as_str(), h[0].error.as_deref()), (Some("w-1"), "retry", Some("boom")));
+        assert_eq!(
+            (h[0].worker.as_deref(), h[0].outcome.as_str(), h[0].error.as_deref()),
+            (Some("w-1"), "retry", Some("boom"))
+        );
         assert_eq!(h[0].finished_at.as_deref(), Some("1970-01-01T00:00:02.000Z"));
         assert_eq!((h[1].worker.as_deref(), h[1].outcome.as_str()), (None, "skipped"));
-        assert_eq!((h[2].worker.as_deref(), h[2].outcome.as_str(), h[2].finished_at.as_deref()), (Some("w-2"), "running", None));
+        assert_eq!(
+            (h[2].worker.as_deref(), h[2].outcome.as_str(), h[2].finished_at.as_deref()),
+            (Some("w-2"), "running", None)
+        );
     }
 
     #[test]

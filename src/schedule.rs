@@ -579,16 +579,15 @@ impl<'a> Schedules<'a> {
         if names.is_empty() {
             return Ok(0);
         }
-        let (defs, states): (Vec<Option<String>>, Vec<Option<String>>) = tokio::try_join!(
-            c.hmget(&self.defs, names.clone()),
-            c.hmget(&self.state, names.clone())
-        )
-        .map_err(redis("due schedules"))?;
+        let (defs, states): (Vec<Option<String>>, Vec<Option<String>>) =
+            tokio::try_join!(c.hmget(&self.defs, names.clone()), c.hmget(&self.state, names.clone()))
+                .map_err(redis("due schedules"))?;
         let mut dropped: Vec<&str> = Vec::new();
         let mut due: Vec<Due> = Vec::new();
-        // Per queue: the jobs, and for each the index into `due` and its tick.
-        let mut by_queue: std::collections::BTreeMap<String, (Vec<crate::broker::NewJob>, Vec<(usize, u64)>)> =
-            Default::default();
+        // The jobs with their queues; for each, its schedule (index into
+        // `due`) and tick.
+        let mut jobs: Vec<(String, crate::broker::NewJob)> = Vec::new();
+        let mut ticks_of: Vec<(usize, u64)> = Vec::new();
         for ((name, def), state) in names.iter().zip(defs).zip(states) {
             let Some(s) = def.and_then(|d| serde_json::from_str::<Schedule>(&d).ok()) else {
                 dropped.push(name);
@@ -602,38 +601,32 @@ impl<'a> Schedules<'a> {
             let mut st: State = state.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
             let watermark = st.watermark.unwrap_or(st.created);
             let (ticks, new_watermark) = due_ticks(&timing, s.catch_up, watermark, now, grace.as_millis() as u64);
-            let jobs: Result<Vec<_>, _> = ticks.iter().map(|&t| self.new_job(&s, &s.job_id(t))).collect();
-            let Ok(jobs) = jobs else {
+            let built: Result<Vec<_>, _> = ticks.iter().map(|&t| self.new_job(&s, &s.job_id(t))).collect();
+            let Ok(built) = built else {
                 tracing::warn!(schedule = %name, "schedule's job no longer valid; skipped until it is fixed");
                 dropped.push(name);
                 continue;
             };
-            let at = due.len();
-            let (queued, index) = by_queue.entry(s.queue.clone()).or_default();
-            index.extend(ticks.iter().map(|&t| (at, t)));
-            if let (Some(&tick), Some(job)) = (ticks.last(), jobs.last()) {
+            if let (Some(&tick), Some(job)) = (ticks.last(), built.last()) {
                 st.last_run = Some(tick);
                 st.last_job_id = Some(job.id.clone());
             }
-            queued.extend(jobs);
+            let at = due.len();
+            ticks_of.extend(ticks.iter().map(|&t| (at, t)));
+            jobs.extend(built.into_iter().map(|j| (s.queue.clone(), j)));
             st.watermark = Some(new_watermark);
             let next = if s.paused { None } else { timing.next_after(new_watermark.max(now)) };
             due.push(Due { schedule: s, state: st, next });
         }
-        let enqueued = futures::future::try_join_all(
-            by_queue.iter().map(|(queue, (jobs, _))| async move { self.broker.enqueue(&self.broker.keys(queue), jobs).await }),
-        )
+        let fresh = crate::group::call_per_group(jobs, |queue, jobs| async move {
+            self.broker.enqueue(&self.broker.keys(&queue), &jobs).await
+        })
         .await?;
         let done = crate::job::now_ms();
-        for ((_, (_, index)), fresh) in by_queue.iter().zip(enqueued) {
-            for (&(at, tick), fresh) in index.iter().zip(fresh) {
-                if fresh {
-                    ::metrics::counter!(crate::metrics::SCHEDULE_TICKS, "schedule" => due[at].schedule.name.clone())
-                        .increment(1);
-                    ::metrics::histogram!(crate::metrics::SCHEDULE_LATENESS)
-                        .record(done.saturating_sub(tick) as f64 / 1000.0);
-                }
-            }
+        for (&(at, tick), _) in ticks_of.iter().zip(fresh).filter(|(_, fresh)| *fresh) {
+            ::metrics::counter!(crate::metrics::SCHEDULE_TICKS, "schedule" => due[at].schedule.name.clone())
+                .increment(1);
+            ::metrics::histogram!(crate::metrics::SCHEDULE_LATENESS).record(done.saturating_sub(tick) as f64 / 1000.0);
         }
         let states: Vec<(&str, String)> = due
             .iter()
@@ -656,8 +649,12 @@ impl<'a> Schedules<'a> {
 
     /// The time until the next schedule is due, if any is.
     pub async fn next_due(&self) -> Result<Option<Duration>, BrokerError> {
-        let next: Vec<(String, f64)> =
-            self.broker.client().zrange(&self.due, 0, 0, None, false, None, true).await.map_err(redis("due schedules"))?;
+        let next: Vec<(String, f64)> = self
+            .broker
+            .client()
+            .zrange(&self.due, 0, 0, None, false, None, true)
+            .await
+            .map_err(redis("due schedules"))?;
         Ok(next.first().map(|(_, at)| Duration::from_millis((*at as u64).saturating_sub(crate::job::now_ms()))))
     }
 }

@@ -205,6 +205,7 @@ async fn start_charges_the_attempt_and_guards_keys_in_order() {
         .start(
             &k,
             vt,
+            "w",
             &[
                 check("a", "w:1", None),
                 check("b", "w:2", Some("key")),
@@ -229,11 +230,11 @@ async fn start_charges_the_attempt_and_guards_keys_in_order() {
     let stale = LeaseRef { id: "b".into(), token: "old".into(), lock: Some(k.idem("key")) };
     assert_eq!(b.ack(&k, &[done(&stale, &[k.idem("key")])], Duration::from_secs(60)).await.unwrap().done, [false]);
     assert_eq!(redis.cli(&["GET", &k.idem("key")]).trim(), "d");
-    assert_eq!(b.start(&k, vt, &[check("c", "w:3", Some("key"))]).await.unwrap(), [Start::Completed]);
+    assert_eq!(b.start(&k, vt, "w", &[check("c", "w:3", Some("key"))]).await.unwrap(), [Start::Completed]);
     assert_eq!(redis.int(&["HEXISTS", &k.attempts, "c"]), 0, "a completed key costs no attempt");
     // Re-entrant for its holder.
-    assert_eq!(b.start(&k, vt, &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(1)]);
-    assert_eq!(b.start(&k, vt, &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(2)]);
+    assert_eq!(b.start(&k, vt, "w", &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(1)]);
+    assert_eq!(b.start(&k, vt, "w", &[check("d", "w:4", Some("k4"))]).await.unwrap(), [Start::Run(2)]);
 }
 
 #[tokio::test]
@@ -253,12 +254,13 @@ async fn the_guard_runs_ahead_without_charging_and_the_charge_comes_with_the_han
     };
     // Guard only: the key is taken, nothing charged; the number is the one
     // the attempt will get.
-    let r = b.start(&k, vt, &[check("a", "w:1", Some("ka"), false), check("b", "w:2", None, false)]).await.unwrap();
+    let r =
+        b.start(&k, vt, "w", &[check("a", "w:1", Some("ka"), false), check("b", "w:2", None, false)]).await.unwrap();
     assert_eq!(r, [Start::Run(1), Start::Run(1)]);
     assert_eq!(redis.int(&["HLEN", &k.attempts]), 0);
     assert_eq!(redis.cli(&["GET", &k.idem("ka")]).trim(), "r:w:1");
     // The charge, later, for both in one call (one HSET).
-    let r = b.start(&k, vt, &[check("a", "w:1", None, true), check("b", "w:2", None, true)]).await.unwrap();
+    let r = b.start(&k, vt, "w", &[check("a", "w:1", None, true), check("b", "w:2", None, true)]).await.unwrap();
     assert_eq!(r, [Start::Run(1), Start::Run(1)]);
     assert_eq!(redis.lines(&["HGETALL", &k.attempts]), ["a", "1", "b", "1"]);
     // A client id's key is only checked: completed or held elsewhere stops
@@ -270,11 +272,11 @@ async fn the_guard_runs_ahead_without_charging_and_the_charge_comes_with_the_han
         take: false,
         charge: false,
     };
-    assert_eq!(b.start(&k, vt, &[only("kb")]).await.unwrap(), [Start::Run(2)]);
+    assert_eq!(b.start(&k, vt, "w", &[only("kb")]).await.unwrap(), [Start::Run(2)]);
     assert_eq!(redis.int(&["EXISTS", &k.idem("kb")]), 0);
-    assert_eq!(b.start(&k, vt, &[only("ka")]).await.unwrap(), [Start::Held]);
+    assert_eq!(b.start(&k, vt, "w", &[only("ka")]).await.unwrap(), [Start::Held]);
     redis.cli(&["SET", &k.idem("kb"), "d"]);
-    assert_eq!(b.start(&k, vt, &[only("kb")]).await.unwrap(), [Start::Completed]);
+    assert_eq!(b.start(&k, vt, "w", &[only("kb")]).await.unwrap(), [Start::Completed]);
 }
 
 #[tokio::test]
@@ -294,14 +296,14 @@ async fn an_outcome_that_overtakes_its_charge_still_counts_the_attempt_once() {
     b.fail(&k, &[failure(&lease("a", "w:1"), FailTo::RetryIn(0), "boom", 1)]).await.unwrap();
     b.release(&k, &[(&lease("b", "w:2"), 0, Some(1))]).await.unwrap();
     // The late charges find the leases gone and change nothing.
-    assert_eq!(b.start(&k, vt, &[charge("a", "w:1"), charge("b", "w:2")]).await.unwrap(), [Start::LeaseLost; 2]);
+    assert_eq!(b.start(&k, vt, "w", &[charge("a", "w:1"), charge("b", "w:2")]).await.unwrap(), [Start::LeaseLost; 2]);
     assert_eq!(redis.lines(&["HGETALL", &k.attempts]), ["a", "1"]);
     // The retry of "a" is attempt 2; failing it after its charge leaves 2.
     let again = b.dequeue(&k, 2, vt, "x:", &[]).await.unwrap();
     let attempts: Vec<(&str, u32)> = again.iter().map(|j| (j.id.as_str(), j.attempt)).collect();
     assert!(attempts.contains(&("a", 2)) && attempts.contains(&("b", 1)), "{attempts:?}");
     let a = again.iter().find(|j| j.id == "a").unwrap();
-    b.start(&k, vt, &[charge("a", &a.token)]).await.unwrap();
+    b.start(&k, vt, "w", &[charge("a", &a.token)]).await.unwrap();
     b.fail(&k, &[failure(&lease("a", &a.token), FailTo::Dead, "boom", 2)]).await.unwrap();
     assert_eq!(redis.cli(&["HGET", &k.attempts, "a"]).trim(), "2");
 }
@@ -369,7 +371,7 @@ async fn fail_retries_with_delay_or_dead_letters_and_rejects_stale_tokens() {
         take: false,
         charge: true,
     });
-    b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
+    b.start(&k, Duration::from_secs(30), "w", &starts).await.unwrap();
     assert_eq!(b.fail(&k, &[failure(&lease("a", "nope"), FailTo::Dead, "x", 1)]).await.unwrap().done, [false]);
     let r = b
         .fail(
@@ -417,7 +419,7 @@ async fn release_hands_a_job_back_without_spending_an_attempt_and_refunds_on_req
         take: false,
         charge: true,
     });
-    b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
+    b.start(&k, Duration::from_secs(30), "w", &starts).await.unwrap();
     let r = b
         .release(
             &k,
@@ -468,7 +470,7 @@ async fn recover_requeues_expired_leases_and_dead_letters_exhausted_jobs() {
         take: false,
         charge: true,
     });
-    b.start(&k, Duration::from_millis(300), &starts).await.unwrap();
+    b.start(&k, Duration::from_millis(300), "w", &starts).await.unwrap();
     b.heartbeat(&k, Duration::from_secs(60), &[&lease("c", "w:3")]).await.unwrap();
     // "b" already used its one retry: its lost attempt was its last.
     redis.cli(&["HSET", &k.attempts, "b", "2"]);
@@ -523,7 +525,7 @@ async fn requeue_purge_and_cancel() {
         take: false,
         charge: true,
     });
-    b.start(&k, Duration::from_secs(30), &starts).await.unwrap();
+    b.start(&k, Duration::from_secs(30), "w", &starts).await.unwrap();
     b.fail(
         &k,
         &[failure(&lease("a", "w:1"), FailTo::Dead, "e1", 1), failure(&lease("b", "w:2"), FailTo::Dead, "e2", 1)],

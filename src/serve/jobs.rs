@@ -41,17 +41,11 @@ impl Api {
         // script calls.
         let enqueuer = self.enqueuer.get().expect("set with the broker");
         let order: Vec<(String, String)> = jobs.iter().map(|(q, j)| (q.clone(), j.id.clone())).collect();
-        let groups = crate::group::group_by(jobs);
-        let names: Vec<String> = groups.iter().map(|(q, _)| q.clone()).collect();
-        let answers = futures::future::join_all(groups.into_iter().map(|(queue, js)| enqueuer.call(queue, js))).await;
-        let mut flags = std::collections::HashMap::new();
-        for (queue, a) in names.iter().zip(answers) {
-            flags.insert(queue.as_str(), a?.into_iter());
-        }
+        let fresh = crate::group::call_per_group(jobs, |queue, js| enqueuer.call(queue, js)).await?;
         let out: Vec<Value> = order
             .iter()
-            .map(|(queue, id)| {
-                let ok = flags.get_mut(queue.as_str()).and_then(Iterator::next).unwrap_or(false);
+            .zip(fresh)
+            .map(|((queue, id), ok)| {
                 json!({"id": id, "queue": queue, "status": if ok { "enqueued" } else { "duplicate" }})
             })
             .collect();

@@ -362,12 +362,8 @@ pub async fn run(
         })
         .collect();
     let id = registry::new_id();
-    let (b, keys, vt, worker) = (
-        broker.clone(),
-        queues.iter().map(|q| q.keys.clone()).collect::<Vec<_>>(),
-        cfg.visibility_timeout,
-        id.clone(),
-    );
+    let (b, keys, vt, worker) =
+        (broker.clone(), queues.iter().map(|q| q.keys.clone()).collect::<Vec<_>>(), cfg.visibility_timeout, id.clone());
     let starter = batch::Batcher::spawn("start", move |queue: usize, checks: Vec<StartCheck>| {
         let (b, k, worker) = (b.clone(), keys[queue].clone(), worker.clone());
         async move { b.start(&k, vt, &worker, &checks).await }
