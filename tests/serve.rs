@@ -169,6 +169,29 @@ fn tokens_guard_every_route_and_read_only_tokens_only_read() {
     let (_, m) = get(s.port, "/metrics");
     assert!(m.contains(r#"dtq_http_requests_total{route="/v1/jobs",code="403"} 1"#), "{m}");
     assert!(m.contains("dtq_http_request_duration_seconds_bucket"), "{m}");
+
+    // Rotation without a restart: the old token leaves the file, a new one
+    // comes; within a few seconds the server follows, and the old token's
+    // sessions end with it.
+    let json = [("Content-Type", "application/json")];
+    let (_, _, head) = call_with(s.port, "POST", "/v1/session", Some(r#"{"token":"old-admin-token-0001"}"#), &json);
+    let set = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).expect("a cookie");
+    let cookie = set.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string();
+    assert_eq!(call_with(s.port, "GET", "/v1/queues", None, &[("Cookie", &cookie)]).0, 200);
+    std::fs::write(admin.path(), "new-admin-token-0002\nthird-admin-token-03\n").unwrap();
+    wait_until(Duration::from_secs(5), || {
+        call(s.port, "GET", "/v1/queues", None, Some("old-admin-token-0001")).0 == 401
+    });
+    assert_eq!(call_with(s.port, "GET", "/v1/queues", None, &[("Cookie", &cookie)]).0, 401, "its session ended");
+    assert_eq!(call(s.port, "POST", "/v1/queues/default/resume", None, Some("third-admin-token-03")).0, 200);
+    assert_eq!(call(s.port, "GET", "/v1/queues", None, Some("new-admin-token-0002")).0, 200);
+    // A change that leaves a file without a token is refused: the tokens
+    // read before stay, and the log says why.
+    std::fs::write(admin.path(), "# emptied by mistake\n").unwrap();
+    s.proc.wait_log("still accepting the tokens read before", Duration::from_secs(5));
+    assert_eq!(call(s.port, "GET", "/v1/queues", None, Some("third-admin-token-03")).0, 200);
+    assert_eq!(call(s.port, "GET", "/v1/queues", None, Some("reader-token-00000001")).0, 200);
+    assert!(s.proc.log_text().contains("holds no token"), "{}", s.proc.log_text());
 }
 
 #[test]

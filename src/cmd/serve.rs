@@ -3,14 +3,15 @@
 
 use crate::cli::{Global, ServeArgs};
 use crate::http::{Ops, Status};
-use crate::serve::{Api, Tokens};
+use crate::serve::{Api, TokenFiles};
 use anyhow::Result;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub async fn run(g: &Global, a: ServeArgs) -> Result<()> {
-    let tokens = Tokens::load(a.token_file.as_deref(), a.read_only_token_file.as_deref()).map_err(super::UsageError)?;
-    if tokens.is_empty() && !a.listen.ip().is_loopback() && !a.insecure_no_auth {
+    let tokens =
+        TokenFiles::load(a.token_file.as_deref(), a.read_only_token_file.as_deref()).map_err(super::UsageError)?;
+    if tokens.current().is_empty() && !a.listen.ip().is_loopback() && !a.insecure_no_auth {
         return super::usage(format!(
             "refusing to serve {} without authentication: give --token-file (and --read-only-token-file), or --insecure-no-auth",
             a.listen
@@ -26,8 +27,11 @@ pub async fn run(g: &Global, a: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", a.listen))?;
-    let authenticated = !tokens.is_empty();
+    let authenticated = !tokens.current().is_empty();
     let api = Arc::new(Api::new(Ops { status: status.clone(), metrics }, tokens));
+    let watcher = api.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move { watcher.watch_tokens(stop).await });
     let server = crate::http::serve_on(listener, api.clone(), a.max_connections as usize, shutdown.clone());
     tracing::info!(addr = %a.listen, redis = %target.redacted, namespace = %g.namespace, authenticated, "serving the HTTP API");
     let broker = tokio::select! {

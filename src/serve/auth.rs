@@ -5,7 +5,8 @@
 //! an HttpOnly, SameSite=Strict cookie instead. The cookie is stateless —
 //! `v1.<expiry>.<token fingerprint>.<HMAC-SHA256 keyed by the token>` — so
 //! every `serve` replica with the same token files accepts it, and removing
-//! a token from its file ends its sessions. Requests a cookie authenticates
+//! a token from its file ends its sessions (the files are re-read every
+//! second). Requests a cookie authenticates
 //! must also carry the session's CSRF token (`X-CSRF-Token`) to change
 //! anything, and any request a browser marks as coming from another origin
 //! is refused before it can change anything.
@@ -13,6 +14,8 @@
 use super::{err, ApiError};
 use hyper::{HeaderMap, Method, StatusCode};
 use ring::{digest, hmac};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The session cookie's name.
@@ -34,27 +37,99 @@ pub enum Role {
 #[derive(Default)]
 pub struct Tokens(Vec<(Vec<u8>, Role)>);
 
-impl Tokens {
-    /// Reads one token a line from each file (blank lines and `#` comments
-    /// skipped; several tokens allow rotation).
-    pub fn load(admin: Option<&std::path::Path>, read_only: Option<&std::path::Path>) -> Result<Tokens, String> {
+/// The token files and the tokens last read from them. [`TokenFiles::watch`]
+/// re-reads them every second, so a rotated token (an edited file, a
+/// Kubernetes Secret updated in place) takes effect without a restart; a
+/// change that leaves a file unreadable or without a valid token is refused
+/// with a warning and the tokens read before stay.
+pub struct TokenFiles {
+    files: [(Option<PathBuf>, Role); 2],
+    /// The texts the tokens were first read from.
+    loaded: Vec<String>,
+    current: RwLock<Arc<Tokens>>,
+}
+
+impl TokenFiles {
+    /// Reads the files (an error names the file and what is wrong).
+    pub fn load(admin: Option<&Path>, read_only: Option<&Path>) -> Result<TokenFiles, String> {
+        let files = [(admin.map(Path::to_path_buf), Role::Admin), (read_only.map(Path::to_path_buf), Role::ReadOnly)];
+        let read = Self::read(&files)?;
+        let tokens = Tokens::parse(&read)?;
+        let loaded = read.into_iter().map(|(_, _, text)| text).collect();
+        Ok(TokenFiles { files, loaded, current: RwLock::new(Arc::new(tokens)) })
+    }
+
+    fn read(files: &[(Option<PathBuf>, Role); 2]) -> Result<Vec<(&Path, Role, String)>, String> {
         let mut out = Vec::new();
-        for (path, role) in [(admin, Role::Admin), (read_only, Role::ReadOnly)] {
+        for (path, role) in files {
             let Some(path) = path else { continue };
             let text =
                 std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+            out.push((path.as_path(), *role, text));
+        }
+        Ok(out)
+    }
+
+    /// The tokens accepted now.
+    pub fn current(&self) -> Arc<Tokens> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the files every second until `stop`; a change is logged.
+    pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+        if self.files.iter().all(|(p, _)| p.is_none()) {
+            return;
+        }
+        let mut seen = Some(self.loaded.clone());
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => return,
+            }
+            let read = Self::read(&self.files);
+            let texts = read.as_ref().ok().map(|f| f.iter().map(|(_, _, t)| t.clone()).collect::<Vec<_>>());
+            if texts == seen {
+                continue;
+            }
+            seen = texts;
+            match read.and_then(|f| Tokens::parse(&f)) {
+                Ok(tokens) => {
+                    let (admin, read_only) = tokens.counts();
+                    *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+                    tracing::info!(admin, read_only, "token files changed: now accepting these tokens");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "token files changed but cannot be used; still accepting the tokens read before")
+                }
+            }
+        }
+    }
+}
+
+impl Tokens {
+    /// One token a line from each file's text (blank lines and `#`
+    /// comments skipped; several tokens allow rotation).
+    fn parse(files: &[(&Path, Role, String)]) -> Result<Tokens, String> {
+        let mut out = Vec::new();
+        for (path, role, text) in files {
             let before = out.len();
             for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
                 if line.len() < 16 {
                     return Err(format!("token file {}: a token is shorter than 16 characters", path.display()));
                 }
-                out.push((line.as_bytes().to_vec(), role));
+                out.push((line.as_bytes().to_vec(), *role));
             }
             if out.len() == before {
                 return Err(format!("token file {} holds no token", path.display()));
             }
         }
         Ok(Tokens(out))
+    }
+
+    /// How many admin and read-only tokens there are.
+    fn counts(&self) -> (usize, usize) {
+        let admin = self.0.iter().filter(|(_, r)| *r == Role::Admin).count();
+        (admin, self.0.len() - admin)
     }
 
     /// No token is configured: requests are not authenticated.
@@ -267,7 +342,7 @@ impl super::Api {
         };
         match *req.method() {
             Method::GET => {
-                let caller = self.tokens.authorize(req.method(), req.headers())?;
+                let caller = self.tokens.current().authorize(req.method(), req.headers())?;
                 let csrf = caller.session.map(|s| s.csrf).unwrap_or_default();
                 Ok(answer(caller.role, &csrf))
             }
@@ -285,11 +360,11 @@ impl super::Api {
                     field: Some("token".into()),
                     ..super::invalid("the body is {\"token\": \"...\"}")
                 })?;
-                if self.tokens.is_empty() {
+                let tokens = self.tokens.current();
+                if tokens.is_empty() {
                     return Ok(answer(Role::Admin, ""));
                 }
-                let (cookie, session) = self
-                    .tokens
+                let (cookie, session) = tokens
                     .sign_in(token.as_bytes())
                     .ok_or_else(|| err(StatusCode::UNAUTHORIZED, "unauthorized", "wrong token"))?;
                 let mut r = answer(session.role, &session.csrf);

@@ -38,7 +38,7 @@ pub mod panel;
 mod queues;
 mod schedules;
 
-pub use auth::{Role, Tokens};
+pub use auth::{Role, TokenFiles, Tokens};
 
 type Enqueuer = Batcher<String, Vec<NewJob>, Vec<bool>>;
 
@@ -47,7 +47,7 @@ pub struct Api {
     broker: OnceCell<Broker>,
     enqueuer: OnceCell<Enqueuer>,
     ops: Ops,
-    tokens: Tokens,
+    tokens: TokenFiles,
     /// Every queue's counts and Redis' state, read at most once a second
     /// for every client (`/v1/queues`, `/v1/overview`).
     sampler: overview::Sampler,
@@ -56,8 +56,14 @@ pub struct Api {
 impl Api {
     /// The API with its ops routes and accepted tokens, not connected to
     /// Redis yet (see [`Api::connected`]).
-    pub fn new(ops: Ops, tokens: Tokens) -> Self {
+    pub fn new(ops: Ops, tokens: TokenFiles) -> Self {
         Api { broker: OnceCell::new(), enqueuer: OnceCell::new(), ops, tokens, sampler: Default::default() }
+    }
+
+    /// Re-reads the token files every second until `stop` (see
+    /// [`TokenFiles::watch`]).
+    pub async fn watch_tokens(&self, stop: tokio_util::sync::CancellationToken) {
+        self.tokens.watch(stop).await
     }
 
     /// Hands over the connected broker: from now on requests reach Redis.
@@ -311,7 +317,7 @@ impl Api {
         if route == "/v1/session" {
             return (route, self.session(req).await);
         }
-        if let Err(e) = self.tokens.authorize(&method, req.headers()) {
+        if let Err(e) = self.tokens.current().authorize(&method, req.headers()) {
             return (route, Err(e));
         }
         let Some(broker) = self.broker.get() else {
@@ -320,10 +326,13 @@ impl Api {
                 Err(err(StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable", "not connected to Redis yet")),
             );
         };
+        if route == "/v1/queues" || route == "/v1/overview" {
+            let answers = self.sampler.answers(broker).await.map_err(ApiError::from);
+            let body = |a: overview::Answers| if route == "/v1/queues" { a.queues } else { a.overview };
+            return (route, answers.map(|a| respond(StatusCode::OK, "application/json", body(a))));
+        }
         let q = query(&req);
         let answer = match route {
-            "/v1/queues" => self.sampler.queues(broker).await.map(|v| (StatusCode::OK, v)).map_err(ApiError::from),
-            "/v1/overview" => self.sampler.overview(broker).await.map(|v| (StatusCode::OK, v)).map_err(ApiError::from),
             "/v1/workers" => crate::worker::registry::list(broker)
                 .await
                 .map(|w| (StatusCode::OK, json!({ "workers": w })))

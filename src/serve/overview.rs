@@ -6,6 +6,7 @@
 //! panel's chart.
 
 use crate::broker::{Broker, BrokerError, QueueStats};
+use hyper::body::Bytes;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -37,16 +38,25 @@ struct State {
 struct Sample {
     at: Instant,
     stats: BTreeMap<String, QueueStats>,
-    answer: Value,
+    /// The answers, serialized once per sample: a request in between
+    /// costs a copy of a reference.
+    answers: Answers,
+}
+
+/// The bodies of `GET /v1/overview` and `GET /v1/queues`, as JSON.
+#[derive(Clone)]
+pub struct Answers {
+    pub overview: Bytes,
+    pub queues: Bytes,
 }
 
 impl Sampler {
-    /// The overview: a fresh sample if the last one is older than
-    /// [`SAMPLE_TTL`], else the last one.
-    pub async fn overview(&self, broker: &Broker) -> Result<Value, BrokerError> {
+    /// The answers of a fresh sample if the last one is older than
+    /// [`SAMPLE_TTL`], else of the last one.
+    pub async fn answers(&self, broker: &Broker) -> Result<Answers, BrokerError> {
         let mut st = self.state.lock().await;
         if let Some(s) = st.last.as_ref().filter(|s| s.at.elapsed() < SAMPLE_TTL) {
-            return Ok(s.answer.clone());
+            return Ok(s.answers.clone());
         }
         let (stats, info) = tokio::try_join!(broker.all_queue_stats(), server_info(broker))?;
         let at = Instant::now();
@@ -57,7 +67,7 @@ impl Sampler {
             (Some(secs), Some(b)) => (now.saturating_sub(b) as f64 / secs * 10.0).round() / 10.0,
             _ => 0.0,
         };
-        let mut queues = serde_json::Map::new();
+        let (mut queues, mut counts) = (serde_json::Map::new(), serde_json::Map::new());
         let (mut processed, mut failed) = (0.0, 0.0);
         for (name, s) in &stats {
             let before = previous.as_ref().and_then(|p| p.stats.get(name));
@@ -65,6 +75,7 @@ impl Sampler {
             processed += p;
             failed += f;
             let mut v = serde_json::to_value(s).expect("stats serialize");
+            counts.insert(name.clone(), v.clone());
             v["processed_per_s"] = p.into();
             v["failed_per_s"] = f.into();
             queues.insert(name.clone(), v);
@@ -81,7 +92,7 @@ impl Sampler {
             st.dead.pop_front();
         }
         let alerts = alerts(&info, &stats, st.dead.front().filter(|(t, _)| at.duration_since(*t) >= DEAD_WINDOW / 2));
-        let answer = json!({
+        let overview = json!({
             "sampled_at": crate::retention::rfc3339(wall),
             "interval_ms": SAMPLE_TTL.as_millis() as u64,
             "redis": info,
@@ -89,8 +100,10 @@ impl Sampler {
             "series": st.series,
             "alerts": alerts,
         });
-        st.last = Some(Sample { at, stats, answer: answer.clone() });
-        Ok(answer)
+        let answers =
+            Answers { overview: overview.to_string().into(), queues: json!({ "queues": counts }).to_string().into() };
+        st.last = Some(Sample { at, stats, answers: answers.clone() });
+        Ok(answers)
     }
 
     /// Drops the shared sample, so the next read sees a change this
@@ -101,21 +114,6 @@ impl Sampler {
         if let Some(s) = st.last.as_mut() {
             s.at = s.at.checked_sub(SAMPLE_TTL).unwrap_or(s.at);
         }
-    }
-
-    /// `GET /v1/queues`: the counts of the shared sample.
-    pub async fn queues(&self, broker: &Broker) -> Result<Value, BrokerError> {
-        let o = self.overview(broker).await?;
-        let mut queues = serde_json::Map::new();
-        for (name, v) in o["queues"].as_object().into_iter().flatten() {
-            let mut v = v.clone();
-            if let Some(m) = v.as_object_mut() {
-                m.remove("processed_per_s");
-                m.remove("failed_per_s");
-            }
-            queues.insert(name.clone(), v);
-        }
-        Ok(json!({ "queues": queues }))
     }
 }
 
