@@ -58,6 +58,12 @@ fn call_with(
     (status, serde_json::from_str(text).unwrap_or(Value::Null), head.to_string())
 }
 
+/// The `name=value` of the `Set-Cookie` header of a response's headers.
+fn set_cookie(head: &str) -> String {
+    let set = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).expect("a cookie");
+    set.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string()
+}
+
 fn token_file(tokens: &[&str]) -> tempfile::NamedTempFile {
     let f = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(f.path(), tokens.join("\n") + "\n").unwrap();
@@ -175,8 +181,7 @@ fn tokens_guard_every_route_and_read_only_tokens_only_read() {
     // sessions end with it.
     let json = [("Content-Type", "application/json")];
     let (_, _, head) = call_with(s.port, "POST", "/v1/session", Some(r#"{"token":"old-admin-token-0001"}"#), &json);
-    let set = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).expect("a cookie");
-    let cookie = set.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string();
+    let cookie = set_cookie(&head);
     assert_eq!(call_with(s.port, "GET", "/v1/queues", None, &[("Cookie", &cookie)]).0, 200);
     std::fs::write(admin.path(), "new-admin-token-0002\nthird-admin-token-03\n").unwrap();
     wait_until(Duration::from_secs(5), || {
@@ -695,7 +700,7 @@ fn a_browser_signs_in_once_and_its_session_needs_the_csrf_token_to_change_anythi
     assert_eq!((code, who["role"].as_str()), (200, Some("admin")), "{who}");
     let set = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).expect("a cookie").to_string();
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"), "{set}");
-    let cookie = set.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string();
+    let cookie = set_cookie(&head);
     let csrf = who["csrf"].as_str().unwrap().to_string();
     assert!(csrf.len() >= 32);
     let (code, again, _) = call_with(p, "GET", "/v1/session", None, &[("Cookie", &cookie)]);
@@ -735,8 +740,7 @@ fn a_browser_signs_in_once_and_its_session_needs_the_csrf_token_to_change_anythi
     // A read-only session reads and may not change anything.
     let (_, who, head) = call_with(p, "POST", "/v1/session", Some(r#"{"token":"reader-token-0123456789"}"#), &json);
     assert_eq!(who["role"], "read-only");
-    let set = head.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).unwrap();
-    let reader_cookie = set.split_once(':').unwrap().1.trim().split(';').next().unwrap().to_string();
+    let reader_cookie = set_cookie(&head);
     let reader_csrf = who["csrf"].as_str().unwrap();
     assert_eq!(call_with(p, "GET", "/v1/queues", None, &[("Cookie", &reader_cookie)]).0, 200);
     let (code, _, _) = call_with(
